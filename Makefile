@@ -1,0 +1,65 @@
+# pyrunc: everything from a fresh Debian 12 machine (as root) to a running container.
+#   make demo    set up, then run a container through pyrunc
+#   make test    set up, then run every test
+# Set-up is idempotent: Debian packages that are missing, a virtual environment in .venv,
+# and the project installed into it.
+
+SHELL := /bin/bash
+PYTHON ?= /usr/bin/python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEBS := containerd runc busybox-static libcap-dev python3-venv python3-dev gcc
+SOURCES := $(shell find shim oci protos -name '*.py' -o -name '*.proto') setup.cfg pyproject.toml
+
+.PHONY: all deps venv install demo test unit integration lint protos bench clean
+
+all: install
+
+deps:
+	@missing=""; for p in $(DEBS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.deps: setup.cfg | deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel
+	$(PY) -m pip install -q '.[dev]'
+	touch $@
+
+venv: $(VENV)/.deps
+
+# A real (non-editable) install: containerd runs the console script from .venv/bin.
+$(VENV)/.installed: $(VENV)/.deps $(SOURCES)
+	$(PY) -m pip install -q --no-deps --no-build-isolation --force-reinstall .
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m tests.support.demo
+
+test: install
+	$(PY) -m pytest -q tests
+
+unit: install
+	$(PY) -m pytest -q tests/unit
+
+integration: install
+	$(PY) -m pytest -q tests/integration
+
+lint: install
+	$(VENV)/bin/ruff check shim oci tests bench
+	$(VENV)/bin/mypy shim oci
+
+protos: venv
+	$(PY) protos/generate.py
+
+bench: install
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""What faces the OCI runtime: runc, bundles, mounts, processes and their stdio."""
