@@ -1,0 +1,1 @@
+"""Wire types: the .proto files of this project and the modules generated from them."""
