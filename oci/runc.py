@@ -1,0 +1,192 @@
+"""A client for the runc command line, as containerd's shims drive it.
+
+Every invocation runs through a ProcessMonitor (never waitpid here) and is asynchronous. runc is
+always given `--log <bundle>/log.json --log-format json`: when a command fails, the error that
+reaches containerd is runc's own last logged error, not just an exit status. Only the part of the
+log written by the failing invocation is read, so an old error is never reported as a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyrunc.oci.monitor import ProcessMonitor
+
+DEFAULT_RUNC_ROOT = "/run/containerd/runc"
+
+
+class RuncError(Exception):
+    """A runc invocation that failed; `message` is runc's own explanation."""
+
+    def __init__(self, command: str, status: int, message: str, output: str = "") -> None:
+        self.command = command
+        self.status = status
+        self.message = message
+        self.output = output
+        super().__init__(message)
+
+    @property
+    def not_exist(self) -> bool:
+        text = f"{self.message} {self.output}"
+        return "does not exist" in text or "not exist" in text
+
+    @property
+    def process_finished(self) -> bool:
+        text = f"{self.message} {self.output}".lower()
+        return any(
+            marker in text
+            for marker in ("process already finished", "container not running", "no such process")
+        )
+
+
+async def read_until_eof(fd: int) -> bytes:
+    """Read a non-blocking fd to EOF on the running loop, then close it."""
+    loop = asyncio.get_running_loop()
+    chunks: list[bytes] = []
+    readable = asyncio.Event()
+    loop.add_reader(fd, readable.set)
+    try:
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                readable.clear()
+                await readable.wait()
+                continue
+            if not data:
+                return b"".join(chunks)
+            chunks.append(data)
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+@dataclass
+class Runc:
+    """runc for one bundle: `root` is runc's state root (per namespace), `log` its log.json."""
+
+    monitor: ProcessMonitor
+    root: str
+    log: str
+    binary: str = "runc"
+    systemd_cgroup: bool = False
+    env: dict[str, str] | None = field(default=None)
+
+    def _argv(self, *args: str) -> list[str]:
+        argv = [self.binary, "--root", self.root, "--log", self.log, "--log-format", "json"]
+        if self.systemd_cgroup:
+            argv.append("--systemd-cgroup")
+        argv.extend(args)
+        return argv
+
+    def _log_size(self) -> int:
+        try:
+            return os.stat(self.log).st_size
+        except OSError:
+            return 0
+
+    def last_error(self, since: int = 0) -> str:
+        """The last error runc logged after byte offset `since` of its log, or ''."""
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(since)
+                lines = f.read().splitlines()
+        except OSError:
+            return ""
+        for line in reversed(lines):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("level") == "error":
+                return str(entry.get("msg", ""))
+        return ""
+
+    async def _run(
+        self,
+        *args: str,
+        stdio: tuple[int | None, int | None, int | None] | None = None,
+        extra_fds: Sequence[int] = (),
+    ) -> bytes:
+        """Run runc; with stdio=None its combined output is captured and returned.
+
+        With stdio given (create/exec/run hand the container's stdio to runc), runc's own
+        output goes there and only log.json explains a failure.
+        """
+        argv = self._argv(*args)
+        since = self._log_size()
+        out_r = -1
+        if stdio is None:
+            out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            try:
+                _, exited = self.monitor.spawn(
+                    argv, stdout=out_w, stderr=out_w, env=self.env, extra_fds=extra_fds
+                )
+            except BaseException:
+                os.close(out_r)
+                raise
+            finally:
+                os.close(out_w)
+            output = await read_until_eof(out_r)
+        else:
+            _, exited = self.monitor.spawn(
+                argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2], env=self.env,
+                extra_fds=extra_fds,
+            )
+            output = b""
+        status = (await exited).status
+        if status != 0:
+            text = output.decode(errors="replace").strip()
+            message = self.last_error(since) or text or f"{self.binary} exited with status {status}"
+            raise RuncError(args[0], status, message, text)
+        return output
+
+    async def create(
+        self,
+        id: str,
+        bundle: str,
+        pid_file: str,
+        *,
+        stdio: tuple[int | None, int | None, int | None],
+        console_socket: str | None = None,
+        no_pivot: bool = False,
+        no_new_keyring: bool = False,
+    ) -> None:
+        args = ["create", "--bundle", bundle, "--pid-file", pid_file]
+        if console_socket:
+            args += ["--console-socket", console_socket]
+        if no_pivot:
+            args.append("--no-pivot")
+        if no_new_keyring:
+            args.append("--no-new-keyring")
+        await self._run(*args, id, stdio=stdio)
+
+    async def start(self, id: str) -> None:
+        await self._run("start", id)
+
+    async def delete(self, id: str, *, force: bool = False) -> None:
+        await self._run("delete", *(["--force"] if force else []), id)
+
+    async def kill(self, id: str, signal: int, *, all: bool = False) -> None:
+        await self._run("kill", *(["--all"] if all else []), id, str(signal))
+
+    async def state(self, id: str) -> dict[str, Any]:
+        state: dict[str, Any] = json.loads(await self._run("state", id))
+        return state
+
+    async def ps(self, id: str) -> list[int]:
+        pids = json.loads(await self._run("ps", "--format", "json", id))
+        return [int(p) for p in pids or []]
+
+
+def read_pid_file(path: str) -> int:
+    """runc writes the pid file atomically; 0 when there is none (yet)."""
+    with contextlib.suppress(OSError, ValueError), open(path) as f:
+        return int(f.read().strip())
+    return 0
