@@ -1,0 +1,53 @@
+"""The shim's log, in the logrus text format containerd's own log uses.
+
+The long-running shim writes to the bundle's `log` fifo (containerd created it and copies what it
+reads into its own log), so a shim's messages appear in containerd's log next to containerd's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+
+
+class LogrusFormatter(logging.Formatter):
+    """`time="…" level=info msg="…" runtime=io.containerd.pyrunc.v1 …`"""
+
+    LEVELS = {"WARNING": "warning", "CRITICAL": "fatal"}
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__()
+        self.fields = "".join(f" {k}={_quote(v)}" for k, v in fields.items() if v)
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        level = self.LEVELS.get(record.levelname, record.levelname.lower())
+        message = record.getMessage()
+        if record.exc_info:
+            message = f"{message}\n{self.formatException(record.exc_info)}"
+        nanos = int((record.created % 1) * 1e9)
+        return f'time="{stamp}.{nanos:09d}Z" level={level} msg={_quote(message)}{self.fields}'
+
+
+def _quote(value: str) -> str:
+    if value and all(c.isalnum() or c in "-._/:" for c in value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def setup(*, debug: bool, fields: dict[str, str], fifo: str | None = None) -> None:
+    """Log to stderr; with fifo, first make the bundle's log fifo the process's stderr."""
+    if fifo is not None:
+        with contextlib.suppress(OSError):
+            # containerd holds the fifo open for reading, so this open does not block.
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            os.set_blocking(fd, True)
+            os.dup2(fd, 2)
+            os.close(fd)
+    handler = logging.StreamHandler()
+    handler.setFormatter(LogrusFormatter(fields))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)

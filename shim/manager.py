@@ -1,0 +1,202 @@
+"""The `start` and `delete` actions: what containerd runs the shim binary for, briefly.
+
+`start` runs with the bundle as its working directory. It binds the shim's socket itself, writes
+the bundle's `address` file, starts the long-running shim with the listening socket as fd 3, prints
+the address and returns without waiting: containerd dials at once and its first call waits in the
+socket's backlog until the long-running shim serves it. If the socket already answers (another
+container of the same group started a shim), `start` just hands that address back.
+
+`delete` cleans up after a shim that is gone: force-deletes the runc container, unmounts the
+rootfs, and prints a binary DeleteResponse (exit status 137, as the Go shim reports).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import posixpath
+import socket
+import sys
+import time
+
+from pyrunc.oci import bundle as bundles
+
+log = logging.getLogger("pyrunc.manager")
+
+SOCKET_DIR = "/run/containerd/s"
+MAX_SOCKET_PATH = 106  # sun_path is 108 bytes with its NUL; Go refuses longer than 106
+ADDRESS_FILE = "address"
+SIGKILL_STATUS = 128 + 9
+
+
+def socket_address(containerd_address: str, namespace: str, group: str) -> str:
+    """`unix:///run/containerd/s/<sha256 of address/namespace/group>`, as the Go shim names it."""
+    joined = posixpath.normpath(posixpath.join(containerd_address, namespace, group))
+    return f"unix://{SOCKET_DIR}/{hashlib.sha256(joined.encode()).hexdigest()}"
+
+
+def path_of(address: str) -> str:
+    return address.removeprefix("unix://")
+
+
+def bind_socket(path: str) -> socket.socket:
+    """A listening unix socket file, mode 0600 from the start (never an abstract socket)."""
+    if len(path.encode()) > MAX_SOCKET_PATH:
+        raise OSError(errno.ENAMETOOLONG, f"socket path {path!r} is longer than {MAX_SOCKET_PATH}")
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(path)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    return sock
+
+
+def can_connect(path: str, timeout: float = 1.0) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(timeout)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def write_address(bundle: str, address: str) -> None:
+    path = os.path.join(bundle, ADDRESS_FILE)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(address)
+    os.replace(tmp, path)
+
+
+def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: str = "") -> int:
+    """The `start` action. Prints the address; returns the exit code."""
+    bundle = os.getcwd()
+    try:
+        bundles.validate_id("container", id)
+        if not namespace:
+            raise ValueError("-namespace is required")
+        try:
+            group = bundles.group_id(bundles.load_spec(bundle), id)
+        except (OSError, ValueError):
+            group = id
+        bundles.validate_id("group", group)
+        shim_address = socket_address(address, namespace, group)
+        path = socket_path or path_of(shim_address)
+        listener = _listen_or_join(path)
+        if listener is None:  # the group's shim is already running
+            write_address(bundle, shim_address)
+            print(shim_address, flush=True)
+            return 0
+        try:
+            write_address(bundle, shim_address)
+            child = _spawn_shim(listener, namespace=namespace, id=id, address=address,
+                                debug=debug)
+        except BaseException:
+            listener.close()
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        listener.close()
+        _adjust_oom_score(child)
+    except (OSError, ValueError) as e:
+        print(f"pyrunc start {id}: {e}", flush=True)
+        return 1
+    print(shim_address, flush=True)
+    return 0
+
+
+def _listen_or_join(path: str) -> socket.socket | None:
+    try:
+        return bind_socket(path)
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            raise
+    if can_connect(path):
+        return None
+    os.unlink(path)  # a stale socket of a shim that died
+    return bind_socket(path)
+
+
+def _spawn_shim(listener: socket.socket, *, namespace: str, id: str, address: str,
+                debug: bool) -> int:
+    from pyrunc.shim.reaper import spawn
+
+    argv = [sys.executable, "-I", "-m", "pyrunc.shim",
+            "-namespace", namespace, "-id", id, "-address", address]
+    if debug:
+        argv.append("-debug")
+    # stdio to /dev/null: containerd waits for EOF on start's output, so the long-running shim
+    # must not keep those pipes. A session of its own keeps it out of containerd's signals.
+    return spawn(argv, extra_fds=[listener.fileno()], setsid=True)
+
+
+def _adjust_oom_score(pid: int) -> None:
+    """The shim should be killed before containerd: containerd's oom_score_adj plus one."""
+    try:
+        with open(f"/proc/{os.getppid()}/oom_score_adj") as f:
+            score = int(f.read().strip())
+        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+            f.write(str(min(score + 1, 1000)))
+    except (OSError, ValueError) as e:
+        log.warning("adjust oom score of shim %d: %s", pid, e)
+
+
+def delete(*, namespace: str, id: str, bundle: str, debug: bool) -> int:
+    """The `delete` action: clean up after a shim that is gone, print a DeleteResponse."""
+    import asyncio
+
+    from pyrunc.oci.container import runc_for
+    from pyrunc.oci.mount import MountError, unmount_all
+    from pyrunc.oci.runc import RuncError, read_pid_file
+    from pyrunc.protos import shim_pb2
+    from pyrunc.shim.reaper import Reaper
+
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="pyrunc delete: %(message)s")
+    bundle = bundle or os.getcwd()
+    try:
+        bundles.validate_id("container", id)
+    except ValueError as e:
+        print(f"pyrunc delete: {e}", file=sys.stderr)
+        return 1
+    options = bundles.read_options(bundle)
+    binary = bundles.read_runtime(bundle) or options.binary_name or "runc"
+    options = bundles.RuntimeOptions(**{**options.__dict__, "binary_name": binary})
+
+    async def force_delete() -> None:
+        reaper = Reaper(asyncio.get_running_loop())
+        reaper.install(subreaper=False)
+        runc = runc_for(bundle, namespace, options, reaper)
+        if not os.path.isdir(bundle):
+            runc.log = os.devnull  # a half-made or removed bundle: runc may still know the id
+        try:
+            await runc.delete(id, force=True)
+        except (RuncError, OSError) as e:
+            log.warning("failed to remove runc container %s: %s", id, e)
+        finally:
+            reaper.uninstall()
+
+    asyncio.run(force_delete())
+    try:
+        unmount_all(os.path.join(bundle, "rootfs"))
+    except MountError as e:
+        log.warning("failed to clean up rootfs mount of %s: %s", id, e)
+    response = shim_pb2.DeleteResponse(
+        pid=read_pid_file(os.path.join(bundle, bundles.INIT_PID_FILE)),
+        exit_status=SIGKILL_STATUS,
+    )
+    response.exited_at.seconds, response.exited_at.nanos = divmod(time.time_ns(), 1_000_000_000)
+    sys.stdout.buffer.write(response.SerializeToString())
+    sys.stdout.flush()
+    return 0
