@@ -78,6 +78,10 @@ def runtime_options(any_options: Any) -> bundles.RuntimeOptions:
             )
     except DecodeError as e:
         raise status.invalid_argument(f"cannot decode runtime options {name}: {e}") from e
+    if name == "runtimeoptions.v1.Options":
+        # What CRI sends to runtimes not named io.containerd.runc.*: a pointer to a config file
+        # of the runtime's own. pyrunc has none; runc's defaults apply.
+        return bundles.RuntimeOptions()
     raise status.invalid_argument(f"unsupported runtime options type {any_options.type_url!r}")
 
 

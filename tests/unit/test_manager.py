@@ -92,3 +92,31 @@ def test_unused_socket_file_left_by_a_dead_shim_can_be_rebound(tmp_path: Path) -
     listener = _listen_or_join(path)
     assert listener is not None
     listener.close()
+
+
+def test_runtime_options_from_each_kind_of_client() -> None:
+    from google.protobuf import any_pb2
+
+    from pyrunc.protos import runc_options_pb2, runctypes_pb2
+    from pyrunc.shim.task import runtime_options
+    from pyrunc.shim.ttrpc.status import TTRPCError
+
+    def packed(message: object, type_url: str) -> any_pb2.Any:
+        return any_pb2.Any(type_url=type_url, value=message.SerializeToString())  # type: ignore[attr-defined]
+
+    assert runtime_options(any_pb2.Any()) == bundle.RuntimeOptions()
+    runc = packed(runc_options_pb2.Options(binary_name="crun", root="/r", io_uid=7),
+                  "containerd.runc.v1.Options")
+    assert runtime_options(runc) == bundle.RuntimeOptions(binary_name="crun", root="/r", io_uid=7)
+    prefixed = packed(runc_options_pb2.Options(no_pivot_root=True),
+                      "type.googleapis.com/containerd.runc.v1.Options")
+    assert runtime_options(prefixed).no_pivot_root
+    legacy = packed(runctypes_pb2.RuncOptions(runtime="runc2", systemd_cgroup=True),
+                    "containerd.linux.runc.RuncOptions")
+    assert runtime_options(legacy) == bundle.RuntimeOptions(binary_name="runc2",
+                                                           systemd_cgroup=True)
+    cri = any_pb2.Any(type_url="runtimeoptions.v1.Options", value=b"\n\x03abc")
+    assert runtime_options(cri) == bundle.RuntimeOptions()
+    with pytest.raises(TTRPCError) as refused:
+        runtime_options(any_pb2.Any(type_url="example.Unknown"))
+    assert refused.value.code == 3
