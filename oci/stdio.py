@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import os
 import logging
+import os
 from dataclasses import dataclass
 
 log = logging.getLogger("pyrunc.stdio")

@@ -25,7 +25,8 @@ def _run(
     debug: bool, debug_socket: str, version: bool, action: str | None,
 ) -> None:
     if version:
-        click.echo(f"containerd-shim-pyrunc-v1:\n  Version: {__version__}\n  Runtime: {RUNTIME_NAME}")
+        click.echo(f"containerd-shim-pyrunc-v1:\n  Version: {__version__}\n"
+                   f"  Runtime: {RUNTIME_NAME}")
         return
     if action == "start":
         from pyrunc.shim import manager

@@ -28,8 +28,8 @@ DEFAULT_TTRPC_ADDRESS = "/run/containerd/containerd.sock.ttrpc"
 
 
 def run(*, namespace: str, id: str, address: str, debug: bool, socket_path: str = "") -> int:
-    shimlog.setup(debug=debug, fields={"runtime": "io.containerd.pyrunc.v1", "namespace": namespace},
-                  fifo="log")
+    fields = {"runtime": "io.containerd.pyrunc.v1", "namespace": namespace}
+    shimlog.setup(debug=debug, fields=fields, fifo="log")
     if socket_path:
         from pyrunc.shim.manager import bind_socket
 

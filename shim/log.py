@@ -10,12 +10,13 @@ import contextlib
 import logging
 import os
 import time
+from typing import ClassVar
 
 
 class LogrusFormatter(logging.Formatter):
     """`time="…" level=info msg="…" runtime=io.containerd.pyrunc.v1 …`"""
 
-    LEVELS = {"WARNING": "warning", "CRITICAL": "fatal"}
+    LEVELS: ClassVar[dict[str, str]] = {"WARNING": "warning", "CRITICAL": "fatal"}
 
     def __init__(self, fields: dict[str, str]) -> None:
         super().__init__()

@@ -43,7 +43,9 @@ TOPICS = {
 }
 
 
-def envelope(namespace: str, event: Message, timestamp_ns: int | None = None) -> forward_pb2.Envelope:
+def envelope(
+    namespace: str, event: Message, timestamp_ns: int | None = None
+) -> forward_pb2.Envelope:
     """Wrap an event with a bare type URL (`containerd.events.TaskExit`), as Go's typeurl does."""
     name = event.DESCRIPTOR.name
     env = forward_pb2.Envelope(namespace=namespace, topic=TOPICS[name])
@@ -88,7 +90,7 @@ class Publisher:
             env = self._queue[0]
             try:
                 await self._forward(env)
-            except (OSError, ConnectionError, asyncio.TimeoutError, TTRPCError) as e:
+            except (TimeoutError, OSError, ConnectionError, TTRPCError) as e:
                 backoff = min(MAX_BACKOFF, backoff * 2 or 0.1)
                 log.warning("forward %s (retry in %.1fs): %s", env.topic, backoff, e or type(e))
                 await self._drop_client()
@@ -127,6 +129,6 @@ class Publisher:
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("shutting down with %d undelivered events", len(self._queue))
         await self._drop_client()

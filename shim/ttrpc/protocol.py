@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped, unused-ignore]
+
 from pyrunc.protos import status_pb2, ttrpc_pb2
 
 from .frame import (

@@ -6,9 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyrunc.protos
 import pytest
 from google.protobuf import any_pb2, descriptor_pb2, empty_pb2, timestamp_pb2
+
+import pyrunc.protos
 from pyrunc.protos import (
     events_pb2,
     forward_pb2,

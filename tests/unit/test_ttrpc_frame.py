@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pyrunc.shim.ttrpc.frame import (
     HEADER_LENGTH,
     MAX_MESSAGE,

@@ -6,6 +6,7 @@ import itertools
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pyrunc.protos import ttrpc_pb2
 from pyrunc.shim.ttrpc.frame import MAX_MESSAGE, Frame, FrameDecoder, OversizedFrame, encode_frame
 from pyrunc.shim.ttrpc.protocol import (

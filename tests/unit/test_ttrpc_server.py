@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 from google.protobuf import empty_pb2, wrappers_pb2
+
 from pyrunc.shim.ttrpc import (
     CallContext,
     Client,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pyrunc.shim.ttrpc import status
 from pyrunc.shim.ttrpc.status import Code, TTRPCError
 
