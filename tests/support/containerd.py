@@ -416,6 +416,11 @@ class Containerd:
             self._log = None
         with contextlib.suppress(OSError):
             (RUNC_ROOT / self.namespace).rmdir()  # only if empty
+        # runc removes /<namespace>/<id> cgroups but not their /<namespace> parents.
+        if CGROUP_ROOT.is_dir():
+            for controller in CGROUP_ROOT.iterdir():
+                with contextlib.suppress(OSError):
+                    (controller / self.namespace).rmdir()  # only if empty
 
     def remove_base_dir(self) -> None:
         """Remove the base dir, unless something is still mounted below it."""
