@@ -1,8 +1,12 @@
-"""One container: its bundle, its rootfs mounts, its init process and the runc calls on it.
+"""One container: its bundle, its rootfs mounts, its processes and the runc calls on them.
 
 The container owns what it sets up and takes it down in reverse order: mounts, then pipes and
 relays, then the runc container. A Create that fails half-way undoes what it did before raising,
-so a failed Create leaves nothing mounted and no runc container behind.
+so a failed Create leaves nothing mounted and no runc container behind. An exec that fails to
+start leaves nothing running.
+
+It also keeps the count of exec processes that are starting or running, so that the init's exit
+can be reported after theirs, and refuses new execs once the init is gone.
 """
 
 from __future__ import annotations
@@ -20,19 +24,20 @@ from pyrunc.oci import bundle as bundles
 from pyrunc.oci.monitor import Exit, ProcessMonitor
 from pyrunc.oci.mount import Mount, MountError, mount_all, unmount_all
 from pyrunc.oci.process import Op, Process, State
-from pyrunc.oci.runc import DEFAULT_RUNC_ROOT, Runc, RuncError, read_pid_file
+from pyrunc.oci.runc import DEFAULT_RUNC_ROOT, CheckpointOpts, Runc, RuncError, read_pid_file
 from pyrunc.oci.stdio import PipeIO, Stdio
 
 log = logging.getLogger("pyrunc.oci")
 
-# After the process exits, how long Delete waits for its output to drain to containerd.
+# After a process exits, how long Delete waits for its output to drain to containerd.
 IO_DRAIN_TIMEOUT = 2.0
 
 
 class ContainerError(Exception):
-    """An operation on a container failed for a reason other than its state.
+    """An operation on a container failed for a reason other than a state refusal.
 
-    `kind` says how containerd should see it: "not_found", "invalid", or "" (unknown).
+    `kind` says how containerd should see it: "not_found", "invalid", "exists",
+    "precondition", or "" (unknown).
     """
 
     def __init__(self, message: str, kind: str = "") -> None:
@@ -48,6 +53,8 @@ class CreateConfig:
     rootfs: Sequence[Mount]
     stdio: Stdio
     options: bundles.RuntimeOptions
+    checkpoint: str = ""  # restore from this checkpoint image instead of creating
+    parent_checkpoint: str = ""
 
 
 def runc_for(bundle: str, namespace: str, options: bundles.RuntimeOptions,
@@ -61,6 +68,13 @@ def runc_for(bundle: str, namespace: str, options: bundles.RuntimeOptions,
     )
 
 
+@dataclass(eq=False)
+class ExecProcess(Process):
+    """An additional process in the container; `spec` is its OCI Process, as JSON."""
+
+    spec: bytes = b""
+
+
 class Container:
     def __init__(self, config: CreateConfig, monitor: ProcessMonitor) -> None:
         self.id = config.id
@@ -70,24 +84,39 @@ class Container:
         self.monitor = monitor
         self.rootfs = os.path.join(config.bundle, "rootfs") if config.rootfs else ""
         self.init = Process(id=config.id, stdio=config.stdio)
-        self.io: PipeIO | None = None
-        self.init_exit: asyncio.Future[Exit] | None = None
+        self.execs: dict[str, ExecProcess] = {}
+        self.annotations: dict[str, str] = {}
         spec = bundles.load_spec(config.bundle)
         self.kill_all_on_exit = not bundles.has_own_pid_namespace(spec)
-        # Serializes a process's start with the publication of its exit (see the task service).
-        self.lifecycle = asyncio.Lock()
+        self._io: dict[str, PipeIO] = {}  # by exec id; "" is the init's
+        self._exits: dict[str, asyncio.Future[Exit]] = {}
+        self.init_exited = False  # set as soon as the init's exit is seen: no new execs
+        self._running_execs = 0
+        self._execs_idle = asyncio.Event()
+        self._execs_idle.set()
 
     @property
     def pid(self) -> int:
         return self.init.pid
 
+    def process(self, exec_id: str) -> Process:
+        if not exec_id:
+            return self.init
+        try:
+            return self.execs[exec_id]
+        except KeyError:
+            raise ContainerError(f"process does not exist {exec_id}", "not_found") from None
+
+    def exit_of(self, process: Process) -> asyncio.Future[Exit]:
+        return self._exits[process.exec_id]
+
+    # --- init ----------------------------------------------------------------------------
+
     async def create(self) -> None:
         """Mount the rootfs, create the runc container, start relaying its stdio."""
         cfg = self.config
         if cfg.stdio.terminal:
-            raise ContainerError(
-                f"container {self.id}: terminal (tty) is not supported yet", "invalid"
-            )
+            raise ContainerError("terminal (tty) is not supported yet", "invalid")
         bundles.write_options(cfg.bundle, cfg.options)
         bundles.write_runtime(cfg.bundle, self.runc.binary)
         if self.rootfs:
@@ -98,57 +127,88 @@ class Container:
             except MountError as e:
                 raise ContainerError(f"failed to mount rootfs component: {e}") from e
         try:
-            await self._create_process()
+            io = self._new_io("", cfg.stdio)
+            if cfg.checkpoint:
+                return  # `runc restore` at Start creates and starts in one go
+            pid_file = os.path.join(cfg.bundle, bundles.INIT_PID_FILE)
+            since = time.time_ns()
+            try:
+                await self.runc.create(
+                    self.id, cfg.bundle, pid_file, stdio=io.runc_stdio(),
+                    no_pivot=cfg.options.no_pivot_root, no_new_keyring=cfg.options.no_new_keyring,
+                )
+            except RuncError as e:
+                raise ContainerError(f"OCI runtime create failed: {e.message}") from e
+            await self._started("", self.init, pid_file, since)
         except BaseException:
-            self._unmount_quietly()
+            await self._undo_create()
             raise
 
-    async def _create_process(self) -> None:
-        cfg = self.config
+    async def _started(self, key: str, process: Process, pid_file: str, since: int) -> None:
+        """runc has started process: learn its pid, watch its exit, begin relaying its stdio."""
+        io = self._io[key]
+        process.pid = read_pid_file(pid_file)
+        if not process.pid:
+            raise ContainerError(f"failed to read the pid of {process.id} from {pid_file}")
+        self._exits[key] = self.monitor.watch(process.pid, since)
+        io.close_runc_side()
         try:
-            self.io = PipeIO(cfg.stdio, cfg.options.io_uid or -1, cfg.options.io_gid or -1)
+            io.start()
         except OSError as e:
-            raise ContainerError(f"failed to create init process I/O: {e}") from e
-        pid_file = os.path.join(cfg.bundle, bundles.INIT_PID_FILE)
-        since = time.time_ns()
-        try:
-            await self.runc.create(
-                self.id, cfg.bundle, pid_file, stdio=self.io.runc_stdio(),
-                no_pivot=cfg.options.no_pivot_root, no_new_keyring=cfg.options.no_new_keyring,
-            )
-        except RuncError as e:
-            self.io.close()
-            raise ContainerError(f"OCI runtime create failed: {e.message}") from e
-        except BaseException:
-            self.io.close()
-            raise
-        self.init.pid = read_pid_file(pid_file)
-        self.init_exit = self.monitor.watch(self.init.pid, since) if self.init.pid else None
-        self.io.close_runc_side()
-        try:
-            self.io.start()
-        except OSError as e:
-            await self._undo_create()
             raise ContainerError(f"failed to start io pipe copy: {e}") from e
-        if self.init_exit is None:
-            await self._undo_create()
-            raise ContainerError(f"failed to read init pid from {pid_file}")
+
+    def _new_io(self, key: str, stdio: Stdio) -> PipeIO:
+        try:
+            io = PipeIO(stdio, self.config.options.io_uid or -1, self.config.options.io_gid or -1)
+        except OSError as e:
+            raise ContainerError(f"failed to create process I/O: {e}") from e
+        self._io[key] = io
+        return io
 
     async def _undo_create(self) -> None:
         with contextlib.suppress(RuncError):
             await self.runc.delete(self.id, force=True)
-        if self.io is not None:
-            await self.io.aclose()
+        io = self._io.pop("", None)
+        if io is not None:
+            await io.aclose()
+        self._unmount_quietly()
 
     async def start(self) -> int:
         self.init.check(Op.START)
-        try:
-            await self.runc.start(self.id)
-        except RuncError as e:
-            raise ContainerError(f"OCI runtime start failed: {e.message}") from e
+        if self.config.checkpoint:
+            await self._restore()
+        else:
+            try:
+                await self.runc.start(self.id)
+            except RuncError as e:
+                raise ContainerError(f"OCI runtime start failed: {e.message}") from e
         if self.init.state is State.CREATED:  # it may already have exited meanwhile
             self.init.transition(State.RUNNING)
         return self.init.pid
+
+    async def _restore(self) -> None:
+        cfg = self.config
+        pid_file = os.path.join(cfg.bundle, bundles.INIT_PID_FILE)
+        opts = CheckpointOpts(
+            image_path=cfg.checkpoint,
+            work_path=cfg.options.criu_work_path or os.path.join(cfg.bundle, "criu-work"),
+        )
+        since = time.time_ns()
+        try:
+            await self.runc.restore(
+                self.id, cfg.bundle, pid_file, opts, stdio=self._io[""].runc_stdio(),
+                no_pivot=cfg.options.no_pivot_root,
+            )
+        except RuncError as e:
+            # runc restore cleans up after itself; make sure, then report CRIU's complaint.
+            with contextlib.suppress(RuncError):
+                await self.runc.delete(self.id, force=True)
+            raise ContainerError(f"OCI runtime restore failed: {e.message}") from e
+        await self._started("", self.init, pid_file, since)
+
+    @property
+    def init_exit(self) -> asyncio.Future[Exit] | None:
+        return self._exits.get("")
 
     async def kill(self, sig: int, all: bool = False) -> None:
         self.init.check(Op.KILL)
@@ -168,16 +228,49 @@ class Container:
             with contextlib.suppress(RuncError):
                 await self.runc.kill(self.id, signal.SIGKILL, all=True)
 
-    def close_stdin(self) -> None:
-        self.init.check(Op.CLOSE_IO)
-        if self.io is not None:
-            self.io.close_stdin()
+    async def pause(self) -> None:
+        self.init.check(Op.PAUSE)
+        try:
+            await self.runc.pause(self.id)
+        except RuncError as e:
+            raise ContainerError(f"OCI runtime pause failed: {e.message}") from e
+        self.init.transition(State.PAUSED)
+
+    async def resume(self) -> None:
+        self.init.check(Op.RESUME)
+        try:
+            await self.runc.resume(self.id)
+        except RuncError as e:
+            raise ContainerError(f"OCI runtime resume failed: {e.message}") from e
+        if self.init.state is State.PAUSED:
+            self.init.transition(State.RUNNING)
+
+    async def update(self, resources_json: bytes, annotations: dict[str, str]) -> None:
+        self.init.check(Op.UPDATE)
+        if resources_json:
+            try:
+                await self.runc.update(self.id, resources_json)
+            except RuncError as e:
+                raise ContainerError(f"OCI runtime update failed: {e.message}") from e
+        self.annotations.update(annotations)
+
+    async def checkpoint(self, opts: CheckpointOpts) -> None:
+        self.init.check(Op.CHECKPOINT)
+        work = opts.work_path or os.path.join(self.bundle, "criu-work")
+        try:
+            await self.runc.checkpoint(self.id, CheckpointOpts(**{**opts.__dict__,
+                                                                  "work_path": work}))
+        except RuncError as e:
+            raise ContainerError(
+                f"OCI runtime checkpoint failed: {e.message} (criu work path {work})"
+            ) from e
 
     async def delete(self) -> None:
         """runc delete, then stdio, then mounts: reverse order of Create."""
         self.init.check(Op.DELETE)
-        if self.io is not None:
-            await self.io.wait(IO_DRAIN_TIMEOUT)
+        io = self._io.get("")
+        if io is not None:
+            await io.wait(IO_DRAIN_TIMEOUT)
         error: ContainerError | None = None
         try:
             await self.runc.delete(self.id)
@@ -185,8 +278,8 @@ class Container:
             # A container runc no longer knows (after a checkpoint, say) is already deleted.
             if not e.not_exist:
                 error = ContainerError(f"failed to delete task: {e.message}")
-        if self.io is not None:
-            await self.io.aclose()
+        for key in list(self._io):
+            await self._io.pop(key).aclose()
         try:
             if self.rootfs:
                 unmount_all(self.rootfs)
@@ -201,6 +294,96 @@ class Container:
             return await self.runc.ps(self.id)
         except RuncError as e:
             raise ContainerError(f"failed to list processes: {e.message}") from e
+
+    # --- exec processes ------------------------------------------------------------------
+
+    def add_exec(self, exec_id: str, spec: bytes, stdio: Stdio) -> ExecProcess:
+        bundles.validate_id("exec", exec_id)
+        if exec_id in self.execs:
+            raise ContainerError(f"exec {exec_id} already exists", "exists")
+        self.init.check(Op.EXEC)
+        process = ExecProcess(id=exec_id, stdio=stdio, exec_id=exec_id, spec=spec)
+        self.execs[exec_id] = process
+        return process
+
+    def reserve_exec_start(self, process: ExecProcess) -> None:
+        """Count the exec as running from before `runc exec`, so that an init exit meanwhile
+        waits for it; refused once the init is gone."""
+        process.check(Op.START)
+        if self.init_exited or self.init.has_exited:
+            raise ContainerError(
+                f"cannot start exec {process.exec_id}: the container's init has exited",
+                "precondition",
+            )
+        self._running_execs += 1
+        self._execs_idle.clear()
+
+    def exec_finished(self) -> None:
+        self._running_execs -= 1
+        if self._running_execs <= 0:
+            self._running_execs = 0
+            self._execs_idle.set()
+
+    async def wait_execs_finished(self) -> None:
+        await self._execs_idle.wait()
+
+    async def start_exec(self, process: ExecProcess) -> int:
+        if process.stdio.terminal:
+            raise ContainerError("terminal (tty) is not supported yet", "invalid")
+        key = process.exec_id
+        io = self._new_io(key, process.stdio)
+        process_file = os.path.join(self.bundle, f"{key}.process.json")
+        pid_file = os.path.join(self.bundle, f"{key}.pid")
+        with open(process_file, "wb") as f:
+            f.write(process.spec)
+        since = time.time_ns()
+        try:
+            try:
+                await self.runc.exec(self.id, process_file, pid_file, stdio=io.runc_stdio())
+            except RuncError as e:
+                raise ContainerError(f"OCI runtime exec failed: {e.message}") from e
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(process_file)
+            await self._started(key, process, pid_file, since)
+        except BaseException:
+            with contextlib.suppress(KeyError):
+                await self._io.pop(key).aclose()
+            if process.pid:  # started, then failed half-way: leave nothing running
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+            raise
+        if process.state is State.CREATED:
+            process.transition(State.RUNNING)
+        return process.pid
+
+    def kill_exec(self, process: ExecProcess, sig: int) -> None:
+        process.check(Op.KILL)
+        if not process.pid:
+            raise ContainerError(f"exec {process.exec_id} is not started", "precondition")
+        if process.has_exited:
+            raise ContainerError("process already finished", "not_found")
+        try:
+            os.kill(process.pid, sig)
+        except ProcessLookupError as e:
+            raise ContainerError("process already finished", "not_found") from e
+
+    async def delete_exec(self, process: ExecProcess) -> None:
+        process.check(Op.DELETE)
+        io = self._io.pop(process.exec_id, None)
+        if io is not None:
+            await io.wait(IO_DRAIN_TIMEOUT)
+            await io.aclose()
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(self.bundle, f"{process.exec_id}.pid"))
+        process.transition(State.DELETED)
+        del self.execs[process.exec_id]
+
+    def close_stdin(self, process: Process) -> None:
+        process.check(Op.CLOSE_IO)
+        io = self._io.get(process.exec_id)
+        if io is not None:
+            io.close_stdin()
 
     def _unmount_quietly(self) -> None:
         if self.rootfs:

@@ -100,6 +100,10 @@ class Process:
     state: State = State.CREATED
     exit_status: int = 0
     exited_at_ns: int = UNSET_EXIT_TIME_NS
+    exec_id: str = ""  # empty for a container's init process
+    # Held from starting the process until its start event is queued; the exit handler takes it
+    # too, so a process's exit is never published ahead of its start.
+    lifecycle: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     _exited: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def check(self, op: Op) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 from collections.abc import Sequence
@@ -113,6 +114,7 @@ class Runc:
         *args: str,
         stdio: tuple[int | None, int | None, int | None] | None = None,
         extra_fds: Sequence[int] = (),
+        input: bytes | None = None,
     ) -> bytes:
         """Run runc; with stdio=None its combined output is captured and returned.
 
@@ -123,16 +125,20 @@ class Runc:
         since = self._log_size()
         out_r = -1
         if stdio is None:
+            in_r = _input_pipe(input) if input is not None else None
             out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             try:
                 _, exited = self.monitor.spawn(
-                    argv, stdout=out_w, stderr=out_w, env=self.env, extra_fds=extra_fds
+                    argv, stdin=in_r, stdout=out_w, stderr=out_w, env=self.env,
+                    extra_fds=extra_fds,
                 )
             except BaseException:
                 os.close(out_r)
                 raise
             finally:
                 os.close(out_w)
+                if in_r is not None:
+                    os.close(in_r)
             output = await read_until_eof(out_r)
         else:
             _, exited = self.monitor.spawn(
@@ -176,6 +182,54 @@ class Runc:
     async def kill(self, id: str, signal: int, *, all: bool = False) -> None:
         await self._run("kill", *(["--all"] if all else []), id, str(signal))
 
+    async def exec(
+        self,
+        id: str,
+        process_file: str,
+        pid_file: str,
+        *,
+        stdio: tuple[int | None, int | None, int | None],
+        console_socket: str | None = None,
+    ) -> None:
+        """`runc exec --detach`: the process runs on, re-parented to the shim when runc exits."""
+        args = ["exec", "--detach", "--process", process_file, "--pid-file", pid_file]
+        if console_socket:
+            args += ["--console-socket", console_socket]
+        await self._run(*args, id, stdio=stdio)
+
+    async def pause(self, id: str) -> None:
+        await self._run("pause", id)
+
+    async def resume(self, id: str) -> None:
+        await self._run("resume", id)
+
+    async def update(self, id: str, resources_json: bytes) -> None:
+        """`runc update --resources -`: LinuxResources as JSON on runc's stdin."""
+        await self._run("update", "--resources", "-", id, input=resources_json)
+
+    async def checkpoint(self, id: str, opts: CheckpointOpts) -> None:
+        await self._run("checkpoint", *opts.args(), *(
+            [] if opts.exit else ["--leave-running"]
+        ), id)
+
+    async def restore(
+        self,
+        id: str,
+        bundle: str,
+        pid_file: str,
+        opts: CheckpointOpts,
+        *,
+        stdio: tuple[int | None, int | None, int | None],
+        console_socket: str | None = None,
+        no_pivot: bool = False,
+    ) -> None:
+        args = ["restore", "--detach", "--pid-file", pid_file, "--bundle", bundle]
+        if console_socket:
+            args += ["--console-socket", console_socket]
+        if no_pivot:
+            args.append("--no-pivot")
+        await self._run(*args, *opts.args(), id, stdio=stdio)
+
     async def state(self, id: str) -> dict[str, Any]:
         state: dict[str, Any] = json.loads(await self._run("state", id))
         return state
@@ -183,6 +237,51 @@ class Runc:
     async def ps(self, id: str) -> list[int]:
         pids = json.loads(await self._run("ps", "--format", "json", id))
         return [int(p) for p in pids or []]
+
+
+@dataclass(frozen=True)
+class CheckpointOpts:
+    """What `runc checkpoint` and `runc restore` are told about CRIU's job."""
+
+    image_path: str
+    work_path: str = ""
+    exit: bool = False  # checkpoint only: stop the container afterwards
+    open_tcp: bool = False
+    external_unix_sockets: bool = False
+    terminal: bool = False
+    file_locks: bool = False
+    empty_namespaces: tuple[str, ...] = ()
+    cgroups_mode: str = ""
+
+    def args(self) -> list[str]:
+        args = ["--image-path", self.image_path]
+        if self.work_path:
+            args += ["--work-path", self.work_path]
+        if self.open_tcp:
+            args.append("--tcp-established")
+        if self.external_unix_sockets:
+            args.append("--ext-unix-sk")
+        if self.terminal:
+            args.append("--shell-job")
+        if self.file_locks:
+            args.append("--file-locks")
+        for ns in self.empty_namespaces:
+            args += ["--empty-ns", ns]
+        if self.cgroups_mode:
+            args += ["--manage-cgroups-mode", self.cgroups_mode]
+        return args
+
+
+def _input_pipe(data: bytes) -> int:
+    """A pipe holding data (small: it must fit the pipe buffer), for a child's stdin."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        if len(data) > 65536:
+            fcntl.fcntl(w, 1031, len(data))  # F_SETPIPE_SZ
+        os.write(w, data)
+    finally:
+        os.close(w)
+    return r
 
 
 def read_pid_file(path: str) -> int:

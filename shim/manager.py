@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import posixpath
+import signal
 import socket
 import sys
 import time
@@ -108,7 +109,14 @@ def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: st
                 os.unlink(path)
             raise
         listener.close()
-        _adjust_oom_score(child)
+        try:
+            _adjust_oom_score(child)
+            _apply_start_options(child)
+        except BaseException:
+            os.kill(child, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
     except (OSError, ValueError) as e:
         print(f"pyrunc start {id}: {e}", flush=True)
         return 1
@@ -139,6 +147,46 @@ def _spawn_shim(listener: socket.socket, *, namespace: str, id: str, address: st
     # stdio to /dev/null: containerd waits for EOF on start's output, so the long-running shim
     # must not keep those pipes. A session of its own keeps it out of containerd's signals.
     return spawn(argv, extra_fds=[listener.fileno()], setsid=True)
+
+
+def _apply_start_options(pid: int) -> None:
+    """containerd hands the runtime options to `start` on stdin (a binary Any); the one that
+    acts here is shim_cgroup: the long-running shim is moved into it."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return
+    data = sys.stdin.buffer.read()
+    if not data:
+        return
+    from google.protobuf import any_pb2
+    from google.protobuf.message import DecodeError
+
+    from pyrunc.shim.task import runtime_options
+    from pyrunc.shim.ttrpc.status import TTRPCError
+
+    try:
+        options = runtime_options(any_pb2.Any.FromString(data))
+    except (DecodeError, TTRPCError) as e:
+        raise ValueError(f"runtime options on stdin: {e}") from e
+    if options.shim_cgroup:
+        move_to_cgroup(pid, options.shim_cgroup)
+
+
+def move_to_cgroup(pid: int, path: str, root: str = "/sys/fs/cgroup") -> None:
+    """Put pid into cgroup `path` of every hierarchy that has it (v1), or of the unified one."""
+    relative = path.strip("/")
+    targets = [os.path.join(root, relative)]
+    if not os.path.exists(os.path.join(root, "cgroup.controllers")):  # v1 or hybrid
+        targets = [os.path.join(root, entry, relative) for entry in sorted(os.listdir(root))
+                   if not os.path.islink(os.path.join(root, entry))]
+    moved = 0
+    for target in targets:
+        procs = os.path.join(target, "cgroup.procs")
+        if os.path.exists(procs):
+            with open(procs, "w") as f:
+                f.write(str(pid))
+            moved += 1
+    if not moved:
+        raise ValueError(f"shim cgroup {path} does not exist")
 
 
 def _adjust_oom_score(pid: int) -> None:

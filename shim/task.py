@@ -1,11 +1,17 @@
 """The Task service: containerd's RPCs turned into operations on containers, plus their events.
 
 One service serves every container of the shim (a pod's containers share one shim), keyed by
-container id. Ordering rules, as containerd's runtime README requires: TaskCreate before
-TaskStart before TaskExit before TaskDelete. A container's `lifecycle` lock is held from `runc
-start` until TaskStart is queued, and the exit handler takes the same lock before it records the
-exit and queues TaskExit; so an init that dies at once still has its exit published after its
-start, and Wait returns only once TaskExit is queued.
+container id. Event order, as containerd's runtime README requires it and beyond:
+
+- TaskCreate before TaskStart before TaskExit before TaskDelete; TaskExecAdded before
+  TaskExecStarted before the exec's TaskExit. Each process's `lifecycle` lock is held from its
+  `runc start`/`runc exec` until its start event is queued, and its exit handler takes the same
+  lock before it records the exit and queues TaskExit: a process that dies at once still has its
+  exit published after its start.
+- The TaskExit of every exec comes before the init's TaskExit: the init's exit handler waits until
+  no exec is starting or running (they die with the init: the kernel kills them in a pid namespace
+  of its own, the shim otherwise). Once the init's exit is seen, new execs are refused.
+- Wait returns once the exit is recorded, and TaskExit is queued in that same step.
 """
 
 from __future__ import annotations
@@ -14,19 +20,28 @@ import asyncio
 import contextlib
 import logging
 import os
+import tomllib
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
-from google.protobuf import empty_pb2
+from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import DecodeError, Message
 
 from pyrunc.oci import bundle as bundles
-from pyrunc.oci.container import Container, ContainerError, CreateConfig
+from pyrunc.oci.container import Container, ContainerError, CreateConfig, ExecProcess
 from pyrunc.oci.monitor import ProcessMonitor
 from pyrunc.oci.mount import Mount
 from pyrunc.oci.process import Process, State, StateError
+from pyrunc.oci.runc import CheckpointOpts
 from pyrunc.oci.stdio import Stdio
-from pyrunc.protos import events_pb2, runc_options_pb2, runctypes_pb2, shim_pb2, task_types_pb2
+from pyrunc.protos import (
+    events_pb2,
+    runc_options_pb2,
+    runctypes_pb2,
+    runtimeoptions_pb2,
+    shim_pb2,
+    task_types_pb2,
+)
 from pyrunc.shim.publisher import Publisher
 from pyrunc.shim.ttrpc import status
 from pyrunc.shim.ttrpc.server import CallContext, Method
@@ -43,17 +58,35 @@ _STATUS = {
     State.DELETED: task_types_pb2.STOPPED,
 }
 
+# The keys of a runtime config file (CRI's ConfigPath), named as in containerd's config.toml.
+_CONFIG_KEYS = {
+    "NoPivotRoot": "no_pivot_root", "NoNewKeyring": "no_new_keyring",
+    "ShimCgroup": "shim_cgroup", "IoUid": "io_uid", "IoGid": "io_gid",
+    "BinaryName": "binary_name", "Root": "root", "CriuPath": "criu_path",
+    "SystemdCgroup": "systemd_cgroup", "CriuImagePath": "criu_image_path",
+    "CriuWorkPath": "criu_work_path",
+}
+
 
 def _set_ts(field: Any, ns: int) -> None:
     field.seconds, field.nanos = divmod(ns, 1_000_000_000)
 
 
+def _type_name(value: Any) -> str:
+    return str(value.type_url).rsplit("/", 1)[-1]
+
+
 def runtime_options(any_options: Any) -> bundles.RuntimeOptions:
-    """The runc options of a CreateTaskRequest: containerd.runc.v1.Options, or the legacy
-    containerd.linux.runc ones that Go clients send for runtimes not named io.containerd.runc."""
+    """The runc options of a CreateTaskRequest (or of `start`'s stdin).
+
+    containerd.runc.v1.Options is what runc-named runtimes get; Go clients send the legacy
+    containerd.linux.runc ones to other runtime names; CRI (and `ctr --runtime-config-path`)
+    sends runtimeoptions.v1.Options, whose config file pyrunc reads as TOML with the same keys
+    as containerd's runc options (BinaryName, Root, SystemdCgroup, ...).
+    """
     if not any_options.type_url:
         return bundles.RuntimeOptions()
-    name = any_options.type_url.rsplit("/", 1)[-1]
+    name = _type_name(any_options)
     try:
         if name == "containerd.runc.v1.Options":
             o = runc_options_pb2.Options.FromString(any_options.value)
@@ -76,13 +109,65 @@ def runtime_options(any_options: Any) -> bundles.RuntimeOptions:
                 binary_name=r.runtime, root=r.runtime_root, criu_path=r.criu_path,
                 systemd_cgroup=r.systemd_cgroup,
             )
+        if name == "runtimeoptions.v1.Options":
+            return _config_file_options(any_options.value)
     except DecodeError as e:
         raise status.invalid_argument(f"cannot decode runtime options {name}: {e}") from e
-    if name == "runtimeoptions.v1.Options":
-        # What CRI sends to runtimes not named io.containerd.runc.*: a pointer to a config file
-        # of the runtime's own. pyrunc has none; runc's defaults apply.
-        return bundles.RuntimeOptions()
     raise status.invalid_argument(f"unsupported runtime options type {any_options.type_url!r}")
+
+
+def _config_file_options(value: bytes) -> bundles.RuntimeOptions:
+    """The runc options in a runtime config file: TOML with containerd's key names."""
+    options = runtimeoptions_pb2.Options.FromString(value)
+    body, path = options.config_body, options.config_path
+    if not body and path:
+        try:
+            with open(path, "rb") as f:
+                body = f.read()
+        except OSError as e:
+            raise status.invalid_argument(f"runtime config {path}: {e.strerror}") from e
+    if not body:
+        return bundles.RuntimeOptions()
+    try:
+        config = tomllib.loads(body.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise status.invalid_argument(f"runtime config {path or '(body)'}: {e}") from e
+    unknown = sorted(set(config) - set(_CONFIG_KEYS))
+    if unknown:
+        raise status.invalid_argument(
+            f"runtime config {path or '(body)'}: unknown keys {', '.join(unknown)}"
+        )
+    try:
+        return bundles.RuntimeOptions(**{_CONFIG_KEYS[k]: v for k, v in config.items()})
+    except TypeError as e:
+        raise status.invalid_argument(f"runtime config {path or '(body)'}: {e}") from e
+
+
+def checkpoint_options(path: str, any_options: Any, defaults: bundles.RuntimeOptions
+                       ) -> CheckpointOpts:
+    """CheckpointTaskRequest's options: containerd.runc.v1.CheckpointOptions, or the legacy
+    containerd.linux.runc one (whose image_path and work_path numbers are swapped)."""
+    image, work = path, defaults.criu_work_path
+    flags: dict[str, Any] = {}
+    if any_options.type_url:
+        name = _type_name(any_options)
+        if name == "containerd.runc.v1.CheckpointOptions":
+            o: Any = runc_options_pb2.CheckpointOptions.FromString(any_options.value)
+        elif name == "containerd.linux.runc.CheckpointOptions":
+            o = runctypes_pb2.CheckpointOptions.FromString(any_options.value)
+        else:
+            raise status.invalid_argument(f"unsupported checkpoint options type {name!r}")
+        image = image or o.image_path
+        work = o.work_path or work
+        flags = dict(
+            exit=o.exit, open_tcp=o.open_tcp, external_unix_sockets=o.external_unix_sockets,
+            terminal=o.terminal, file_locks=o.file_locks,
+            empty_namespaces=tuple(o.empty_namespaces), cgroups_mode=o.cgroups_mode,
+        )
+    image = image or defaults.criu_image_path
+    if not image:
+        raise status.invalid_argument("checkpoint needs an image path")
+    return CheckpointOpts(image_path=image, work_path=work, **flags)
 
 
 class TaskService:
@@ -92,13 +177,15 @@ class TaskService:
         publisher: Publisher,
         monitor: ProcessMonitor,
         on_shutdown: Callable[[], None],
+        default_options: bundles.RuntimeOptions | None = None,
     ) -> None:
         self.namespace = namespace
         self.publisher = publisher
         self.monitor = monitor
         self.on_shutdown = on_shutdown
+        self.default_options = default_options or bundles.RuntimeOptions()
         self.containers: dict[str, Container] = {}
-        self._exit_watchers: set[asyncio.Task[None]] = set()
+        self._watchers: set[asyncio.Task[None]] = set()
 
     def methods(self) -> dict[str, Method]:
         """Every RPC of the Task service, with its request type from the service descriptor."""
@@ -117,55 +204,74 @@ class TaskService:
         return container
 
     def _process(self, container: Container, exec_id: str) -> Process:
-        if exec_id:
-            raise status.not_found(f"container {container.id}: process does not exist {exec_id}")
-        return container.init
+        with self._errors(container.id):
+            return container.process(exec_id)
+
+    def _exec(self, container: Container, exec_id: str) -> ExecProcess:
+        process = self._process(container, exec_id)
+        assert isinstance(process, ExecProcess)
+        return process
 
     @contextlib.contextmanager
-    def _errors(self, id: str, what: str) -> Iterator[None]:
+    def _errors(self, id: str, exec_id: str = "") -> Iterator[None]:
         """Map what the OCI side raises to the gRPC codes containerd expects."""
+        who = f"container {id}" + (f" exec {exec_id}" if exec_id else "")
         try:
             yield
         except StateError as e:
-            raise status.failed_precondition(f"container {id}: {e}") from e
+            raise status.failed_precondition(f"{who}: {e}") from e
         except ContainerError as e:
-            message = f"container {id}: {e}"
-            if e.kind == "not_found":
-                raise status.not_found(message) from e
-            if e.kind == "invalid":
-                raise status.invalid_argument(message) from e
-            raise status.TTRPCError(status.Code.UNKNOWN, message) from e
+            message = f"{who}: {e}"
+            raise {
+                "not_found": status.not_found,
+                "invalid": status.invalid_argument,
+                "exists": status.already_exists,
+                "precondition": status.failed_precondition,
+            }.get(e.kind, status.unknown)(message) from e
         except bundles.InvalidID as e:
-            raise status.invalid_argument(str(e)) from e
+            raise status.invalid_argument(f"{who}: {e}") from e
         except OSError as e:
-            raise status.TTRPCError(status.Code.UNKNOWN, f"container {id}: {what}: {e}") from e
+            raise status.unknown(f"{who}: {e}") from e
 
-    def _unimplemented(self, rpc: str, id: str) -> NoReturn:
-        raise status.unimplemented(f"container {id}: {rpc} is not implemented by pyrunc yet")
+    def _watch(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    def _publish_exit(self, container: Container, process: Process, pid: int, status_: int
+                      ) -> None:
+        event = events_pb2.TaskExit(
+            container_id=container.id, id=process.exec_id or container.id, pid=pid,
+            exit_status=status_,
+        )
+        _set_ts(event.exited_at, process.exited_at_ns)
+        self.publisher.publish(event)
 
     # --- lifecycle -----------------------------------------------------------------------
 
     async def Create(self, req: Any, ctx: CallContext) -> Message:
-        with self._errors(req.id, "create"):
+        with self._errors(req.id):
             bundles.validate_id("container", req.id)
         if req.id in self.containers:
             raise status.already_exists(f"container {req.id}: already exists in this shim")
-        if req.checkpoint:
-            self._unimplemented("restore from checkpoint", req.id)
+        options = (runtime_options(req.options) if req.options.type_url
+                   else self.default_options)
         config = CreateConfig(
             id=req.id,
             bundle=req.bundle,
             namespace=ctx.namespace or self.namespace,
             rootfs=[Mount(m.type, m.source, tuple(m.options)) for m in req.rootfs],
             stdio=Stdio(req.stdin, req.stdout, req.stderr, req.terminal),
-            options=runtime_options(req.options),
+            options=options,
+            checkpoint=req.checkpoint,
+            parent_checkpoint=req.parent_checkpoint,
         )
-        with self._errors(req.id, "create"):
+        with self._errors(req.id):
             container = Container(config, self.monitor)
         self.containers[req.id] = container  # reserved: a concurrent Create of it is refused
         try:
-            with self._errors(req.id, "create"):
-                async with container.lifecycle:
+            with self._errors(req.id):
+                async with container.init.lifecycle:
                     await container.create()
                     event = events_pb2.TaskCreate(
                         container_id=req.id, bundle=req.bundle, checkpoint=req.checkpoint,
@@ -180,65 +286,101 @@ class TaskService:
         except BaseException:
             del self.containers[req.id]
             raise
-        self._watch_init(container)
+        if container.init_exit is not None:
+            self._watch(self._handle_init_exit(container))
         log.info("container %s: created, pid %d", req.id, container.pid)
         return shim_pb2.CreateTaskResponse(pid=container.pid)
 
-    def _watch_init(self, container: Container) -> None:
-        task = asyncio.get_running_loop().create_task(self._handle_init_exit(container))
-        self._exit_watchers.add(task)
-        task.add_done_callback(self._exit_watchers.discard)
-
     async def _handle_init_exit(self, container: Container) -> None:
-        assert container.init_exit is not None
-        exit = await container.init_exit
-        async with container.lifecycle:
+        exit_future = container.init_exit
+        assert exit_future is not None
+        exit = await exit_future
+        container.init_exited = True  # from now on, no exec may start
+        init = container.init
+        async with init.lifecycle:
             await container.kill_remaining()
-            init = container.init
+            await container.wait_execs_finished()  # their TaskExits go first
             deleted = init.state is State.DELETED
             init.set_exited(exit.status, exit.timestamp_ns)
-            # Queued in the same step as the exit is recorded: a Wait that returns has its
-            # TaskExit ahead of anything its caller does next (Delete, and so TaskDelete).
-            if not deleted:
-                event = events_pb2.TaskExit(
-                    container_id=container.id, id=container.id, pid=exit.pid,
-                    exit_status=exit.status,
-                )
-                _set_ts(event.exited_at, init.exited_at_ns)
-                self.publisher.publish(event)
+            if not deleted:  # a created-then-deleted container already had its TaskDelete
+                self._publish_exit(container, init, exit.pid, exit.status)
         log.info("container %s: init %d exited with %d", container.id, exit.pid, exit.status)
+
+    async def _handle_exec_exit(self, container: Container, process: ExecProcess) -> None:
+        try:
+            exit = await container.exit_of(process)
+            async with process.lifecycle:
+                process.set_exited(exit.status, exit.timestamp_ns)
+                self._publish_exit(container, process, exit.pid, exit.status)
+        finally:
+            container.exec_finished()
+        log.info("container %s: exec %s (%d) exited with %d", container.id, process.exec_id,
+                 exit.pid, exit.status)
 
     async def Start(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
         if req.exec_id:
-            self._unimplemented("exec", req.id)
-        with self._errors(req.id, "start"):
-            async with container.lifecycle:
+            return await self._start_exec(container, self._exec(container, req.exec_id))
+        with self._errors(req.id):
+            async with container.init.lifecycle:
                 pid = await container.start()
                 self.publisher.publish(events_pb2.TaskStart(container_id=req.id, pid=pid))
+        if container.config.checkpoint and container.init_exit is not None:
+            self._watch(self._handle_init_exit(container))  # restored: watched from now
         return shim_pb2.StartResponse(pid=pid)
+
+    async def _start_exec(self, container: Container, process: ExecProcess) -> Message:
+        with self._errors(container.id, process.exec_id):
+            container.reserve_exec_start(process)
+        try:
+            with self._errors(container.id, process.exec_id):
+                async with process.lifecycle:
+                    pid = await container.start_exec(process)
+                    self.publisher.publish(events_pb2.TaskExecStarted(
+                        container_id=container.id, exec_id=process.exec_id, pid=pid))
+        except BaseException:
+            container.exec_finished()
+            raise
+        self._watch(self._handle_exec_exit(container, process))
+        return shim_pb2.StartResponse(pid=pid)
+
+    async def Exec(self, req: Any, ctx: CallContext) -> Message:
+        container = self._container(req.id)
+        with self._errors(req.id, req.exec_id):
+            container.add_exec(req.exec_id, req.spec.value,
+                               Stdio(req.stdin, req.stdout, req.stderr, req.terminal))
+        self.publisher.publish(
+            events_pb2.TaskExecAdded(container_id=req.id, exec_id=req.exec_id))
+        return empty_pb2.Empty()
 
     async def Delete(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
         process = self._process(container, req.exec_id)
-        with self._errors(req.id, "delete"):
-            await container.delete()
-        del self.containers[req.id]
+        with self._errors(req.id, req.exec_id):
+            if isinstance(process, ExecProcess):
+                await container.delete_exec(process)
+            else:
+                await container.delete()
         response = shim_pb2.DeleteResponse(pid=process.pid, exit_status=process.exit_status)
         _set_ts(response.exited_at, process.exited_at_ns)
-        event = events_pb2.TaskDelete(
-            container_id=req.id, pid=process.pid, exit_status=process.exit_status,
-        )
-        event.exited_at.CopyFrom(response.exited_at)
-        self.publisher.publish(event)
-        log.info("container %s: deleted", req.id)
+        if not req.exec_id:
+            del self.containers[req.id]
+            event = events_pb2.TaskDelete(
+                container_id=req.id, pid=process.pid, exit_status=process.exit_status,
+            )
+            event.exited_at.CopyFrom(response.exited_at)
+            self.publisher.publish(event)
+            log.info("container %s: deleted", req.id)
         return response
 
     async def Kill(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
-        self._process(container, req.exec_id)
-        with self._errors(req.id, "kill"):
-            await container.kill(req.signal, req.all)
+        process = self._process(container, req.exec_id)
+        with self._errors(req.id, req.exec_id):
+            if isinstance(process, ExecProcess):
+                container.kill_exec(process, req.signal)
+            else:
+                await container.kill(req.signal, req.all)
         return empty_pb2.Empty()
 
     async def Wait(self, req: Any, ctx: CallContext) -> Message:
@@ -264,19 +406,54 @@ class TaskService:
 
     async def Pids(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
-        with self._errors(req.id, "pids"):
+        with self._errors(req.id):
             pids = await container.pids()
-        return shim_pb2.PidsResponse(
-            processes=[task_types_pb2.ProcessInfo(pid=pid) for pid in pids]
-        )
+        exec_ids = {p.pid: p.exec_id for p in container.execs.values() if p.pid}
+        processes = []
+        for pid in pids:
+            info = task_types_pb2.ProcessInfo(pid=pid)
+            if pid in exec_ids:
+                details = runc_options_pb2.ProcessDetails(exec_id=exec_ids[pid])
+                info.info.CopyFrom(any_pb2.Any(
+                    type_url=details.DESCRIPTOR.full_name, value=details.SerializeToString()))
+            processes.append(info)
+        return shim_pb2.PidsResponse(processes=processes)
 
     async def CloseIO(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
-        self._process(container, req.exec_id)
-        log.debug("container %s: CloseIO stdin=%s", req.id, req.stdin)
+        process = self._process(container, req.exec_id)
         if req.stdin:
-            with self._errors(req.id, "close stdin"):
-                container.close_stdin()
+            with self._errors(req.id, req.exec_id):
+                container.close_stdin(process)
+        return empty_pb2.Empty()
+
+    async def Pause(self, req: Any, ctx: CallContext) -> Message:
+        container = self._container(req.id)
+        with self._errors(req.id):
+            await container.pause()
+        self.publisher.publish(events_pb2.TaskPaused(container_id=req.id))
+        return empty_pb2.Empty()
+
+    async def Resume(self, req: Any, ctx: CallContext) -> Message:
+        container = self._container(req.id)
+        with self._errors(req.id):
+            await container.resume()
+        self.publisher.publish(events_pb2.TaskResumed(container_id=req.id))
+        return empty_pb2.Empty()
+
+    async def Update(self, req: Any, ctx: CallContext) -> Message:
+        container = self._container(req.id)
+        with self._errors(req.id):
+            await container.update(req.resources.value, dict(req.annotations))
+        return empty_pb2.Empty()
+
+    async def Checkpoint(self, req: Any, ctx: CallContext) -> Message:
+        container = self._container(req.id)
+        opts = checkpoint_options(req.path, req.options, container.config.options)
+        with self._errors(req.id):
+            await container.checkpoint(opts)
+        self.publisher.publish(
+            events_pb2.TaskCheckpointed(container_id=req.id, checkpoint=opts.image_path))
         return empty_pb2.Empty()
 
     async def Connect(self, req: Any, ctx: CallContext) -> Message:
@@ -292,25 +469,13 @@ class TaskService:
             asyncio.get_running_loop().call_soon(self.on_shutdown)
         return empty_pb2.Empty()
 
-    # --- not yet (issue: the whole Task API) ---------------------------------------------
+    # --- not yet -------------------------------------------------------------------------
 
-    async def Pause(self, req: Any, ctx: CallContext) -> Message:
-        self._unimplemented("Pause", req.id)
-
-    async def Resume(self, req: Any, ctx: CallContext) -> Message:
-        self._unimplemented("Resume", req.id)
-
-    async def Checkpoint(self, req: Any, ctx: CallContext) -> Message:
-        self._unimplemented("Checkpoint", req.id)
-
-    async def Exec(self, req: Any, ctx: CallContext) -> Message:
-        self._unimplemented("Exec", req.id)
+    def _unimplemented(self, rpc: str, id: str) -> NoReturn:
+        raise status.unimplemented(f"container {id}: {rpc} is not implemented by pyrunc yet")
 
     async def ResizePty(self, req: Any, ctx: CallContext) -> Message:
         self._unimplemented("ResizePty", req.id)
-
-    async def Update(self, req: Any, ctx: CallContext) -> Message:
-        self._unimplemented("Update", req.id)
 
     async def Stats(self, req: Any, ctx: CallContext) -> Message:
         self._unimplemented("Stats", req.id)

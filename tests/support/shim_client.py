@@ -1,0 +1,47 @@
+"""Talking to a container's shim directly, for what `ctr` cannot reach (Update, raw RPCs).
+
+The shim's address is in the bundle's `address` file, as containerd reads it; calls carry the
+namespace metadata containerd sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from tests.support.containerd import Containerd
+
+
+def bundle_of(ctd: Containerd, container_id: str) -> Path:
+    return ctd.state / "io.containerd.runtime.v2.task" / ctd.namespace / container_id
+
+
+def call(ctd: Containerd, container_id: str, method: str, request: Any,
+         service: str = "containerd.task.v2.Task", timeout: float = 30) -> Any:
+    """One Task RPC to the shim serving container_id; raises TTRPCError on an error status."""
+    from pyrunc.protos import shim_pb2
+
+    address = (bundle_of(ctd, container_id) / "address").read_text().strip()
+    descriptor = shim_pb2.DESCRIPTOR.services_by_name["Task"].methods_by_name[method]
+    if descriptor.output_type.full_name == "google.protobuf.Empty":
+        from google.protobuf import empty_pb2
+
+        response_type: Any = empty_pb2.Empty
+    else:
+        response_type = getattr(shim_pb2, descriptor.output_type.name)
+
+    async def run() -> Any:
+        from pyrunc.shim.ttrpc.client import Client
+
+        client = await Client.connect(address, timeout=5)
+        try:
+            return await client.call(
+                service, method, request, response_type, timeout=timeout,
+                metadata={"containerd-namespace-ttrpc": ctd.namespace},
+            )
+        finally:
+            client.close()
+            await client.wait_closed()
+
+    return asyncio.run(run())
