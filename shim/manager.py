@@ -200,6 +200,19 @@ def _adjust_oom_score(pid: int) -> None:
         log.warning("adjust oom score of shim %d: %s", pid, e)
 
 
+def _remove_dead_socket(bundle: str) -> None:
+    """A shim killed outright leaves its socket file; the Go shim leaves it there for good
+    (containerd#5173). Remove it, unless a shim still answers on it (a pod's other containers)."""
+    try:
+        with open(os.path.join(bundle, ADDRESS_FILE)) as f:
+            path = path_of(f.read().strip())
+    except OSError:
+        return
+    if path.startswith(SOCKET_DIR + "/") and os.path.exists(path) and not can_connect(path):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 def delete(*, namespace: str, id: str, bundle: str, debug: bool) -> int:
     """The `delete` action: clean up after a shim that is gone, print a DeleteResponse."""
     import asyncio
@@ -240,6 +253,7 @@ def delete(*, namespace: str, id: str, bundle: str, debug: bool) -> int:
         unmount_all(os.path.join(bundle, "rootfs"))
     except MountError as e:
         log.warning("failed to clean up rootfs mount of %s: %s", id, e)
+    _remove_dead_socket(bundle)
     response = shim_pb2.DeleteResponse(
         pid=read_pid_file(os.path.join(bundle, bundles.INIT_PID_FILE)),
         exit_status=SIGKILL_STATUS,

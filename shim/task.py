@@ -28,6 +28,7 @@ from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import DecodeError, Message
 
 from pyrunc.oci import bundle as bundles
+from pyrunc.oci.cgroups import Cgroup, CgroupError, OOMWatcher, cgroup_for_pid
 from pyrunc.oci.container import Container, ContainerError, CreateConfig, ExecProcess
 from pyrunc.oci.monitor import ProcessMonitor
 from pyrunc.oci.mount import Mount
@@ -185,7 +186,9 @@ class TaskService:
         self.on_shutdown = on_shutdown
         self.default_options = default_options or bundles.RuntimeOptions()
         self.containers: dict[str, Container] = {}
+        self.cgroups: dict[str, Cgroup] = {}
         self._watchers: set[asyncio.Task[None]] = set()
+        self._oom: OOMWatcher | None = None
 
     def methods(self) -> dict[str, Method]:
         """Every RPC of the Task service, with its request type from the service descriptor."""
@@ -287,9 +290,30 @@ class TaskService:
             del self.containers[req.id]
             raise
         if container.init_exit is not None:
+            self._watch_cgroup(container)
             self._watch(self._handle_init_exit(container))
         log.info("container %s: created, pid %d", req.id, container.pid)
         return shim_pb2.CreateTaskResponse(pid=container.pid)
+
+    def _watch_cgroup(self, container: Container) -> None:
+        """Find the container's cgroup (for Stats) and watch it for OOM kills. Done before the
+        process runs its first instruction, so even an immediate OOM is seen."""
+        try:
+            cgroup = cgroup_for_pid(container.pid)
+        except (CgroupError, OSError) as e:
+            log.warning("container %s: no cgroup for stats and OOM events: %s", container.id, e)
+            return
+        self.cgroups[container.id] = cgroup
+        if self._oom is None:
+            self._oom = OOMWatcher()
+        try:
+            self._oom.add(container.id, cgroup, self._on_oom)
+        except (CgroupError, OSError) as e:
+            log.warning("container %s: cannot watch for OOM kills: %s", container.id, e)
+
+    def _on_oom(self, container_id: str) -> None:
+        log.info("container %s: OOM kill", container_id)
+        self.publisher.publish(events_pb2.TaskOOM(container_id=container_id))
 
     async def _handle_init_exit(self, container: Container) -> None:
         exit_future = container.init_exit
@@ -301,6 +325,9 @@ class TaskService:
             await container.kill_remaining()
             await container.wait_execs_finished()  # their TaskExits go first
             deleted = init.state is State.DELETED
+            if self._oom is not None and container.id in self._oom:
+                self._oom.check_now(container.id)  # TaskOOM goes out before the TaskExit
+                self._oom.remove(container.id)
             init.set_exited(exit.status, exit.timestamp_ns)
             if not deleted:  # a created-then-deleted container already had its TaskDelete
                 self._publish_exit(container, init, exit.pid, exit.status)
@@ -310,6 +337,8 @@ class TaskService:
         try:
             exit = await container.exit_of(process)
             async with process.lifecycle:
+                if self._oom is not None and container.id in self._oom:
+                    self._oom.check_now(container.id)  # an OOM kill of the exec: TaskOOM first
                 process.set_exited(exit.status, exit.timestamp_ns)
                 self._publish_exit(container, process, exit.pid, exit.status)
         finally:
@@ -326,7 +355,8 @@ class TaskService:
                 pid = await container.start()
                 self.publisher.publish(events_pb2.TaskStart(container_id=req.id, pid=pid))
         if container.config.checkpoint and container.init_exit is not None:
-            self._watch(self._handle_init_exit(container))  # restored: watched from now
+            self._watch_cgroup(container)  # restored: watched from now
+            self._watch(self._handle_init_exit(container))
         return shim_pb2.StartResponse(pid=pid)
 
     async def _start_exec(self, container: Container, process: ExecProcess) -> Message:
@@ -365,6 +395,9 @@ class TaskService:
         _set_ts(response.exited_at, process.exited_at_ns)
         if not req.exec_id:
             del self.containers[req.id]
+            self.cgroups.pop(req.id, None)
+            if self._oom is not None:
+                self._oom.remove(req.id)
             event = events_pb2.TaskDelete(
                 container_id=req.id, pid=process.pid, exit_status=process.exit_status,
             )
@@ -478,4 +511,13 @@ class TaskService:
         self._unimplemented("ResizePty", req.id)
 
     async def Stats(self, req: Any, ctx: CallContext) -> Message:
-        self._unimplemented("Stats", req.id)
+        self._container(req.id)
+        cgroup = self.cgroups.get(req.id)
+        if cgroup is None:
+            raise status.not_found(f"container {req.id}: cgroup does not exist")
+        try:
+            metrics = cgroup.stats()
+        except (CgroupError, OSError) as e:
+            raise status.not_found(f"container {req.id}: failed to read stats: {e}") from e
+        return shim_pb2.StatsResponse(stats=any_pb2.Any(
+            type_url=cgroup.type_url, value=metrics.SerializeToString()))

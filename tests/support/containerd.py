@@ -290,7 +290,28 @@ class Containerd:
                 os.unlink(sock)
         self.config_path.write_text(self.config_toml())
         self._take_baseline()
+        self._launch()
 
+    def restart(self, *, kill: bool = False, down_for: float = 0.0) -> None:
+        """Stop the daemon (SIGTERM, or SIGKILL with kill=True) and start it again on the same
+        config and state, touching nothing else: its shims and containers live on."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if kill:
+                proc.kill()
+            else:
+                proc.terminate()
+            proc.wait(30)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        time.sleep(down_for)
+        for sock in (self.address, self.ttrpc_address):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sock)
+        self._launch()
+
+    def _launch(self) -> None:
         env = dict(os.environ)
         path = [str(self.shim_path_dir), *env.get("PATH", "").split(":"), *STANDARD_PATH.split(":")]
         env["PATH"] = ":".join(dict.fromkeys(p for p in path if p))
