@@ -17,10 +17,11 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from pyrunc.oci import bundle as bundles
+from pyrunc.oci.console import ConsoleIO, ConsoleSocket
 from pyrunc.oci.monitor import Exit, ProcessMonitor
 from pyrunc.oci.mount import Mount, MountError, mount_all, unmount_all
 from pyrunc.oci.process import Op, Process, State
@@ -31,6 +32,13 @@ log = logging.getLogger("pyrunc.oci")
 
 # After a process exits, how long Delete waits for its output to drain to containerd.
 IO_DRAIN_TIMEOUT = 2.0
+# How long runc may take to hand over a terminal's pty master.
+CONSOLE_TIMEOUT = 30.0
+
+ProcessIO = PipeIO | ConsoleIO
+StdioFds = tuple[int | None, int | None, int | None]
+# What runs runc for a process: given the fds for its stdio and a console socket path (or None).
+RuncLaunch = Callable[[StdioFds, str | None], Awaitable[None]]
 
 
 class ContainerError(Exception):
@@ -88,7 +96,7 @@ class Container:
         self.annotations: dict[str, str] = {}
         spec = bundles.load_spec(config.bundle)
         self.kill_all_on_exit = not bundles.has_own_pid_namespace(spec)
-        self._io: dict[str, PipeIO] = {}  # by exec id; "" is the init's
+        self._io: dict[str, ProcessIO] = {}  # by exec id; "" is the init's
         self._exits: dict[str, asyncio.Future[Exit]] = {}
         self.init_exited = False  # set as soon as the init's exit is seen: no new execs
         self._running_execs = 0
@@ -115,8 +123,6 @@ class Container:
     async def create(self) -> None:
         """Mount the rootfs, create the runc container, start relaying its stdio."""
         cfg = self.config
-        if cfg.stdio.terminal:
-            raise ContainerError("terminal (tty) is not supported yet", "invalid")
         bundles.write_options(cfg.bundle, cfg.options)
         bundles.write_runtime(cfg.bundle, self.runc.binary)
         if self.rootfs:
@@ -127,41 +133,74 @@ class Container:
             except MountError as e:
                 raise ContainerError(f"failed to mount rootfs component: {e}") from e
         try:
-            io = self._new_io("", cfg.stdio)
             if cfg.checkpoint:
                 return  # `runc restore` at Start creates and starts in one go
             pid_file = os.path.join(cfg.bundle, bundles.INIT_PID_FILE)
-            since = time.time_ns()
-            try:
-                await self.runc.create(
-                    self.id, cfg.bundle, pid_file, stdio=io.runc_stdio(),
-                    no_pivot=cfg.options.no_pivot_root, no_new_keyring=cfg.options.no_new_keyring,
-                )
-            except RuncError as e:
-                raise ContainerError(f"OCI runtime create failed: {e.message}") from e
-            await self._started("", self.init, pid_file, since)
+
+            async def create(stdio: StdioFds, console: str | None) -> None:
+                try:
+                    await self.runc.create(
+                        self.id, cfg.bundle, pid_file, stdio=stdio, console_socket=console,
+                        no_pivot=cfg.options.no_pivot_root,
+                        no_new_keyring=cfg.options.no_new_keyring,
+                    )
+                except RuncError as e:
+                    raise ContainerError(f"OCI runtime create failed: {e.message}") from e
+
+            await self._launch("", self.init, cfg.stdio, pid_file, create)
         except BaseException:
             await self._undo_create()
             raise
 
-    async def _started(self, key: str, process: Process, pid_file: str, since: int) -> None:
-        """runc has started process: learn its pid, watch its exit, begin relaying its stdio."""
-        io = self._io[key]
+    async def _launch(self, key: str, process: Process, stdio: Stdio, pid_file: str,
+                      run: RuncLaunch) -> None:
+        """Give a process its stdio (pipes, or a terminal through a console socket), have runc
+        start it, then learn its pid, watch its exit and begin relaying."""
+        since = time.time_ns()
+        master: int | None = None
+        io: ProcessIO
+        if stdio.terminal:
+            io = self._keep_io(key, lambda: ConsoleIO(stdio))
+            with ConsoleSocket() as console:
+                receiving = asyncio.ensure_future(console.receive_master(CONSOLE_TIMEOUT))
+                try:
+                    await run((None, None, None), console.path)
+                except BaseException:
+                    receiving.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, OSError, TimeoutError):
+                        await receiving
+                    raise
+                try:
+                    master = await receiving
+                except (OSError, TimeoutError) as e:
+                    raise ContainerError(f"failed to retrieve console master: {e}") from e
+        else:
+            pipes = self._keep_io(key, lambda: PipeIO(
+                stdio, self.config.options.io_uid or -1, self.config.options.io_gid or -1,
+                monitor=self.monitor, container_id=process.id, namespace=self.config.namespace,
+            ))
+            assert isinstance(pipes, PipeIO)
+            io = pipes
+            await run(pipes.runc_stdio(), None)
         process.pid = read_pid_file(pid_file)
         if not process.pid:
             raise ContainerError(f"failed to read the pid of {process.id} from {pid_file}")
         self._exits[key] = self.monitor.watch(process.pid, since)
-        io.close_runc_side()
         try:
-            io.start()
-        except OSError as e:
-            raise ContainerError(f"failed to start io pipe copy: {e}") from e
+            if isinstance(io, ConsoleIO):
+                assert master is not None
+                io.start(master)
+            else:
+                io.close_runc_side()
+                await io.start_async()
+        except (OSError, RuntimeError, TimeoutError) as e:
+            raise ContainerError(f"failed to start io copy: {e}") from e
 
-    def _new_io(self, key: str, stdio: Stdio) -> PipeIO:
+    def _keep_io(self, key: str, make: Callable[[], ProcessIO]) -> ProcessIO:
         try:
-            io = PipeIO(stdio, self.config.options.io_uid or -1, self.config.options.io_gid or -1)
+            io = make()
         except OSError as e:
-            raise ContainerError(f"failed to create process I/O: {e}") from e
+            raise ContainerError(f"failed to create process I/O: {e}", "invalid") from e
         self._io[key] = io
         return io
 
@@ -193,18 +232,19 @@ class Container:
             image_path=cfg.checkpoint,
             work_path=cfg.options.criu_work_path or os.path.join(cfg.bundle, "criu-work"),
         )
-        since = time.time_ns()
-        try:
-            await self.runc.restore(
-                self.id, cfg.bundle, pid_file, opts, stdio=self._io[""].runc_stdio(),
-                no_pivot=cfg.options.no_pivot_root,
-            )
-        except RuncError as e:
-            # runc restore cleans up after itself; make sure, then report CRIU's complaint.
-            with contextlib.suppress(RuncError):
-                await self.runc.delete(self.id, force=True)
-            raise ContainerError(f"OCI runtime restore failed: {e.message}") from e
-        await self._started("", self.init, pid_file, since)
+
+        async def restore(stdio: StdioFds, console: str | None) -> None:
+            try:
+                await self.runc.restore(self.id, cfg.bundle, pid_file, opts, stdio=stdio,
+                                        console_socket=console,
+                                        no_pivot=cfg.options.no_pivot_root)
+            except RuncError as e:
+                # runc restore cleans up after itself; make sure, then report CRIU's complaint.
+                with contextlib.suppress(RuncError):
+                    await self.runc.delete(self.id, force=True)
+                raise ContainerError(f"OCI runtime restore failed: {e.message}") from e
+
+        await self._launch("", self.init, cfg.stdio, pid_file, restore)
 
     @property
     def init_exit(self) -> asyncio.Future[Exit] | None:
@@ -328,24 +368,24 @@ class Container:
         await self._execs_idle.wait()
 
     async def start_exec(self, process: ExecProcess) -> int:
-        if process.stdio.terminal:
-            raise ContainerError("terminal (tty) is not supported yet", "invalid")
         key = process.exec_id
-        io = self._new_io(key, process.stdio)
         process_file = os.path.join(self.bundle, f"{key}.process.json")
         pid_file = os.path.join(self.bundle, f"{key}.pid")
         with open(process_file, "wb") as f:
             f.write(process.spec)
-        since = time.time_ns()
-        try:
+
+        async def exec_(stdio: StdioFds, console: str | None) -> None:
             try:
-                await self.runc.exec(self.id, process_file, pid_file, stdio=io.runc_stdio())
+                await self.runc.exec(self.id, process_file, pid_file, stdio=stdio,
+                                     console_socket=console)
             except RuncError as e:
                 raise ContainerError(f"OCI runtime exec failed: {e.message}") from e
             finally:
                 with contextlib.suppress(OSError):
                     os.unlink(process_file)
-            await self._started(key, process, pid_file, since)
+
+        try:
+            await self._launch(key, process, process.stdio, pid_file, exec_)
         except BaseException:
             with contextlib.suppress(KeyError):
                 await self._io.pop(key).aclose()
@@ -378,6 +418,12 @@ class Container:
             os.unlink(os.path.join(self.bundle, f"{process.exec_id}.pid"))
         process.transition(State.DELETED)
         del self.execs[process.exec_id]
+
+    def resize_pty(self, process: Process, width: int, height: int) -> None:
+        """A process without a terminal has nothing to resize (as the Go shim: no error)."""
+        io = self._io.get(process.exec_id)
+        if isinstance(io, ConsoleIO):
+            io.resize(width, height)
 
     def close_stdin(self, process: Process) -> None:
         process.check(Op.CLOSE_IO)

@@ -22,7 +22,7 @@ import logging
 import os
 import tomllib
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from typing import Any
 
 from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import DecodeError, Message
@@ -502,13 +502,12 @@ class TaskService:
             asyncio.get_running_loop().call_soon(self.on_shutdown)
         return empty_pb2.Empty()
 
-    # --- not yet -------------------------------------------------------------------------
-
-    def _unimplemented(self, rpc: str, id: str) -> NoReturn:
-        raise status.unimplemented(f"container {id}: {rpc} is not implemented by pyrunc yet")
-
     async def ResizePty(self, req: Any, ctx: CallContext) -> Message:
-        self._unimplemented("ResizePty", req.id)
+        container = self._container(req.id)
+        process = self._process(container, req.exec_id)
+        with self._errors(req.id, req.exec_id):
+            container.resize_pty(process, req.width, req.height)
+        return empty_pb2.Empty()
 
     async def Stats(self, req: Any, ctx: CallContext) -> Message:
         self._container(req.id)
