@@ -24,6 +24,7 @@ from pyrunc.oci import bundle as bundles
 from pyrunc.oci.console import ConsoleIO, ConsoleSocket
 from pyrunc.oci.monitor import Exit, ProcessMonitor
 from pyrunc.oci.mount import Mount, MountError, mount_all, unmount_all
+from pyrunc.oci.mount import check as check_mount
 from pyrunc.oci.process import Op, Process, State
 from pyrunc.oci.runc import DEFAULT_RUNC_ROOT, CheckpointOpts, Runc, RuncError, read_pid_file
 from pyrunc.oci.stdio import PipeIO, Stdio
@@ -123,6 +124,11 @@ class Container:
     async def create(self) -> None:
         """Mount the rootfs, create the runc container, start relaying its stdio."""
         cfg = self.config
+        for m in cfg.rootfs:
+            try:
+                check_mount(m)
+            except MountError as e:
+                raise ContainerError(str(e), "invalid") from e
         bundles.write_options(cfg.bundle, cfg.options)
         bundles.write_runtime(cfg.bundle, self.runc.binary)
         if self.rootfs:

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -156,8 +157,43 @@ def mount(m: Mount, target: str) -> None:
         _mount("", target, "", plan.flags | MS_REMOUNT, "")
 
 
+# Filesystem types are plain names; a '/' (a FUSE helper path, say) or anything else is refused.
+_FSTYPE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
+# Overlay options that name directories: each must be an absolute path that stays put.
+_PATH_OPTIONS = ("lowerdir=", "upperdir=", "workdir=")
+
+
+def check(m: Mount) -> None:
+    """Refuse a mount that could reach outside what containerd prepared for this container.
+
+    Every mount lands on the bundle's rootfs, whatever it asks; the checks are on what it
+    mounts from: the type, the source of a bind mount and overlay's directories must be plain,
+    absolute and free of '..', and mount-helper options (X-containerd.*, x-*) are not run.
+    """
+    if not _FSTYPE.fullmatch(m.type or "none"):
+        raise MountError(f"refusing mount of type {m.type!r}")
+    plan = parse_options(m.options)
+    if plan.flags & MS_BIND or m.type in ("bind", "rbind"):
+        _check_path("bind source", m.source)
+    for option in m.options:
+        if option.lower().startswith("x-"):
+            raise MountError(f"refusing mount option {option!r}: mount helpers are not run")
+        for prefix in _PATH_OPTIONS:
+            if option.startswith(prefix):
+                for path in option[len(prefix):].split(":"):
+                    _check_path(prefix.rstrip("="), path)
+
+
+def _check_path(what: str, path: str) -> None:
+    if not path.startswith("/") or "\x00" in path or ".." in path.split("/"):
+        raise MountError(f"refusing mount: {what} {path!r} is not a plain absolute path")
+
+
 def mount_all(mounts: Sequence[Mount], target: str) -> None:
-    """Mount each in order on target; on failure, take down what was mounted, then raise."""
+    """Check every mount, then mount each in order on target; on failure, take down what was
+    mounted, then raise."""
+    for m in mounts:
+        check(m)
     for i, m in enumerate(mounts):
         try:
             mount(m, target)

@@ -171,6 +171,22 @@ def checkpoint_options(path: str, any_options: Any, defaults: bundles.RuntimeOpt
     return CheckpointOpts(image_path=image, work_path=work, **flags)
 
 
+def _logged(rpc: str, handler: Any) -> Any:
+    """The handler, with every error it answers also written to the shim's log (which
+    containerd copies into its own), in the same words containerd receives."""
+
+    async def call(request: Any, ctx: CallContext) -> Message:
+        try:
+            response: Message = await handler(request, ctx)
+            return response
+        except status.TTRPCError as e:
+            level = logging.INFO if e.code == status.Code.NOT_FOUND else logging.WARNING
+            log.log(level, "%s: %s (%s)", rpc, e.message, status.code_name(e.code))
+            raise
+
+    return call
+
+
 class TaskService:
     def __init__(
         self,
@@ -194,7 +210,8 @@ class TaskService:
         """Every RPC of the Task service, with its request type from the service descriptor."""
         service = shim_pb2.DESCRIPTOR.services_by_name["Task"]
         return {
-            m.name: Method(getattr(shim_pb2, m.input_type.name), getattr(self, m.name))
+            m.name: Method(getattr(shim_pb2, m.input_type.name),
+                           _logged(m.name, getattr(self, m.name)))
             for m in service.methods
         }
 

@@ -261,3 +261,27 @@ def test_shim_cgroup_from_start_options(containerd: Containerd, tmp_path: Path) 
                 except OSError:
                     assert time.monotonic() < deadline, f"{path} still busy"
                     time.sleep(0.05)
+
+
+def test_io_uid_and_gid_own_the_stdio_pipes(containerd: Containerd, tmp_path: Path) -> None:
+    config = config_file(tmp_path, IoUid=1234, IoGid=2345)
+    id = start_container(containerd, PYRUNC_RUNTIME, "--runtime-config-path", str(config))
+    try:
+        init = next(t.pid for t in containerd.tasks() if t.id == id)
+        stdout = os.stat(f"/proc/{init}/fd/1")
+        # runc then gives the process's own user the stdio (fixStdioPermissions), keeping the
+        # group: so the uid reads 0 (the container's root) and the gid is still IoGid.
+        assert (stdout.st_uid, stdout.st_gid) == (0, 2345)
+    finally:
+        remove(containerd, id)
+
+
+def test_the_shim_is_a_likelier_oom_victim_than_containerd(containerd: Containerd) -> None:
+    id = start_container(containerd, PYRUNC_RUNTIME)
+    try:
+        shim = call(containerd, id, "Connect", shim_pb2.ConnectRequest(id=id)).shim_pid
+        ours = int(Path(f"/proc/{shim}/oom_score_adj").read_text())
+        theirs = int(Path(f"/proc/{containerd.pid}/oom_score_adj").read_text())
+        assert ours == min(theirs + 1, 1000)
+    finally:
+        remove(containerd, id)

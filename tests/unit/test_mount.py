@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pyrunc.oci.mount import (
     MS_BIND,
     MS_NODEV,
@@ -9,6 +11,9 @@ from pyrunc.oci.mount import (
     MS_PRIVATE,
     MS_RDONLY,
     MS_REC,
+    Mount,
+    MountError,
+    check,
     mount_points_below,
     parse_options,
 )
@@ -65,3 +70,31 @@ def test_a_sibling_with_a_common_prefix_is_not_below() -> None:
 
 def test_escaped_mount_points_are_unescaped() -> None:
     assert mount_points_below("/b/with space", MOUNTINFO) == ["/b/with space"]
+
+
+
+
+
+
+
+@pytest.mark.parametrize("mount", [
+    Mount("overlay", "overlay", ("lowerdir=/var/lib/a:/var/lib/b", "upperdir=/u", "workdir=/w")),
+    Mount("bind", "/var/lib/snapshots/1/fs", ("rbind", "ro")),
+    Mount("tmpfs", "tmpfs", ("size=64m",)),
+])
+def test_mounts_containerd_makes_are_accepted(mount: Mount) -> None:
+    check(mount)
+
+
+@pytest.mark.parametrize("mount", [
+    Mount("fuse./usr/bin/helper", "x"),
+    Mount("overlay", "overlay", ("lowerdir=/var/lib/a:../../etc", "upperdir=/u", "workdir=/w")),
+    Mount("overlay", "overlay", ("lowerdir=relative", "upperdir=/u", "workdir=/w")),
+    Mount("bind", "etc", ("rbind",)),
+    Mount("none", "/var/lib/../../etc", ("bind",)),
+    Mount("overlay", "overlay", ("X-containerd.mkdir.path=/etc/evil",)),
+    Mount("ext4", "/dev/vda", ("x-systemd.automount",)),
+])
+def test_mounts_that_could_reach_outside_are_refused(mount: Mount) -> None:
+    with pytest.raises(MountError, match="refusing"):
+        check(mount)
