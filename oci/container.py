@@ -26,7 +26,7 @@ from pyrunc.oci.monitor import Exit, ProcessMonitor
 from pyrunc.oci.mount import Mount, MountError, mount_all, unmount_all
 from pyrunc.oci.mount import check as check_mount
 from pyrunc.oci.process import Op, Process, State
-from pyrunc.oci.runc import DEFAULT_RUNC_ROOT, CheckpointOpts, Runc, RuncError, read_pid_file
+from pyrunc.oci.runc import CheckpointOpts, RuncError, read_pid_file, runc_for
 from pyrunc.oci.stdio import PipeIO, Stdio
 
 log = logging.getLogger("pyrunc.oci")
@@ -64,17 +64,6 @@ class CreateConfig:
     options: bundles.RuntimeOptions
     checkpoint: str = ""  # restore from this checkpoint image instead of creating
     parent_checkpoint: str = ""
-
-
-def runc_for(bundle: str, namespace: str, options: bundles.RuntimeOptions,
-             monitor: ProcessMonitor) -> Runc:
-    return Runc(
-        monitor=monitor,
-        root=os.path.join(options.root or DEFAULT_RUNC_ROOT, namespace),
-        log=os.path.join(bundle, "log.json"),
-        binary=options.binary_name or "runc",
-        systemd_cgroup=options.systemd_cgroup,
-    )
 
 
 @dataclass(eq=False)

@@ -7,10 +7,12 @@ through a ProcessMonitor handed in by the caller. pyrunc.shim.reaper provides th
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 @dataclass(frozen=True)

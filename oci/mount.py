@@ -9,13 +9,12 @@ system (through libc, so that no helper process is needed).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -115,17 +114,23 @@ def parse_options(options: Iterable[str]) -> MountPlan:
     return MountPlan(flags, propagation, ",".join(data))
 
 
-_libc: ctypes.CDLL | None = None
+_libc: Any = None
 
 
-def _lib() -> ctypes.CDLL:
+def _lib() -> Any:
+    """libc, loaded on first use: reading mountinfo needs no ctypes, so `delete` on an
+    already-clean bundle never pays for it."""
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        import ctypes
+
+        _libc = ctypes.CDLL("libc.so.6", use_errno=True)
     return _libc
 
 
 def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+    import ctypes
+
     rc = _lib().mount(
         source.encode(), target.encode(), fstype.encode(), ctypes.c_ulong(flags),
         data.encode() if data else None,
@@ -139,6 +144,8 @@ def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None
 
 def _umount(target: str, flags: int = 0) -> int:
     """umount2; returns 0 or the errno."""
+    import ctypes
+
     if _lib().umount2(target.encode(), ctypes.c_int(flags)) != 0:
         return ctypes.get_errno()
     return 0

@@ -8,7 +8,6 @@ log written by the failing invocation is read, so an old error is never reported
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import json
@@ -17,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyrunc.oci.bundle import RuntimeOptions
 from pyrunc.oci.monitor import ProcessMonitor
 
 DEFAULT_RUNC_ROOT = "/run/containerd/runc"
@@ -48,6 +48,8 @@ class RuncError(Exception):
 
 async def read_until_eof(fd: int) -> bytes:
     """Read a non-blocking fd to EOF on the running loop, then close it."""
+    import asyncio  # here, not at the top: the delete action uses this module without a loop
+
     loop = asyncio.get_running_loop()
     chunks: list[bytes] = []
     readable = asyncio.Event()
@@ -79,7 +81,8 @@ class Runc:
     systemd_cgroup: bool = False
     env: dict[str, str] | None = field(default=None)
 
-    def _argv(self, *args: str) -> list[str]:
+    def argv(self, *args: str) -> list[str]:
+        """The command line of `runc <args>` with this client's global options."""
         argv = [self.binary, "--root", self.root, "--log", self.log, "--log-format", "json"]
         if self.systemd_cgroup:
             argv.append("--systemd-cgroup")
@@ -121,7 +124,7 @@ class Runc:
         With stdio given (create/exec/run hand the container's stdio to runc), runc's own
         output goes there and only log.json explains a failure.
         """
-        argv = self._argv(*args)
+        argv = self.argv(*args)
         since = self._log_size()
         out_r = -1
         if stdio is None:
@@ -237,6 +240,19 @@ class Runc:
     async def ps(self, id: str) -> list[int]:
         pids = json.loads(await self._run("ps", "--format", "json", id))
         return [int(p) for p in pids or []]
+
+
+def runc_for(bundle: str, namespace: str, options: RuntimeOptions,
+             monitor: ProcessMonitor | None) -> Runc:
+    """runc as containerd's shims run it for a bundle: state under <root>/<namespace>, errors
+    logged as JSON to <bundle>/log.json."""
+    return Runc(
+        monitor=monitor,  # type: ignore[arg-type]  # None: only argv() may be used
+        root=os.path.join(options.root or DEFAULT_RUNC_ROOT, namespace),
+        log=os.path.join(bundle, "log.json"),
+        binary=options.binary_name or "runc",
+        systemd_cgroup=options.systemd_cgroup,
+    )
 
 
 @dataclass(frozen=True)

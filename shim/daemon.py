@@ -27,7 +27,8 @@ LISTENER_FD = 3
 DEFAULT_TTRPC_ADDRESS = "/run/containerd/containerd.sock.ttrpc"
 
 
-def run(*, namespace: str, id: str, address: str, debug: bool, socket_path: str = "") -> int:
+def run(*, namespace: str, id: str, address: str, debug: bool, socket_path: str = "",
+        listener_fd: int = LISTENER_FD) -> int:
     fields = {"runtime": "io.containerd.pyrunc.v1", "namespace": namespace}
     shimlog.setup(debug=debug, fields=fields, fifo="log")
     if socket_path:
@@ -35,7 +36,7 @@ def run(*, namespace: str, id: str, address: str, debug: bool, socket_path: str 
 
         listener = bind_socket(socket_path)
     else:
-        listener = socket.socket(fileno=LISTENER_FD)
+        listener = socket.socket(fileno=listener_fd)
     ttrpc_address = os.environ.get("TTRPC_ADDRESS") or (
         f"{address}.ttrpc" if address else DEFAULT_TTRPC_ADDRESS
     )

@@ -13,6 +13,7 @@ rootfs, and prints a binary DeleteResponse (exit status 137, as the Go shim repo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import logging
@@ -101,7 +102,7 @@ def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: st
             return 0
         try:
             write_address(bundle, shim_address)
-            child = _spawn_shim(listener, namespace=namespace, id=id, address=address,
+            child = _start_shim(listener, namespace=namespace, id=id, address=address,
                                 debug=debug)
         except BaseException:
             listener.close()
@@ -134,6 +135,20 @@ def _listen_or_join(path: str) -> socket.socket | None:
         return None
     os.unlink(path)  # a stale socket of a shim that died
     return bind_socket(path)
+
+
+def _start_shim(listener: socket.socket, *, namespace: str, id: str, address: str,
+                debug: bool) -> int:
+    """Fork the shim from the node's warm parent; without one, spawn it the slow way and
+    start a warm parent for the next containers."""
+    from pyrunc.shim import warm
+
+    pid = warm.request_shim(
+        listener, {"namespace": namespace, "id": id, "address": address, "debug": debug})
+    if pid is None:
+        pid = _spawn_shim(listener, namespace=namespace, id=id, address=address, debug=debug)
+        warm.spawn_warm_parent()
+    return pid
 
 
 def _spawn_shim(listener: socket.socket, *, namespace: str, id: str, address: str,
@@ -214,14 +229,14 @@ def _remove_dead_socket(bundle: str) -> None:
 
 
 def delete(*, namespace: str, id: str, bundle: str, debug: bool) -> int:
-    """The `delete` action: clean up after a shim that is gone, print a DeleteResponse."""
-    import asyncio
+    """The `delete` action: clean up after a shim that is gone, print a DeleteResponse.
 
-    from pyrunc.oci.container import runc_for
+    After a normal teardown there is nothing left to do, and this must cost little: it runs
+    after every container. So it needs neither an event loop nor protobuf: runc is only run if
+    it still has state for the container, and the response is encoded by hand.
+    """
     from pyrunc.oci.mount import MountError, unmount_all
-    from pyrunc.oci.runc import RuncError, read_pid_file
-    from pyrunc.protos import shim_pb2
-    from pyrunc.shim.reaper import Reaper
+    from pyrunc.oci.runc import read_pid_file, runc_for
 
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="pyrunc delete: %(message)s")
@@ -233,32 +248,66 @@ def delete(*, namespace: str, id: str, bundle: str, debug: bool) -> int:
         return 1
     options = bundles.read_options(bundle)
     binary = bundles.read_runtime(bundle) or options.binary_name or "runc"
-    options = bundles.RuntimeOptions(**{**options.__dict__, "binary_name": binary})
-
-    async def force_delete() -> None:
-        reaper = Reaper(asyncio.get_running_loop())
-        reaper.install(subreaper=False)
-        runc = runc_for(bundle, namespace, options, reaper)
-        if not os.path.isdir(bundle):
-            runc.log = os.devnull  # a half-made or removed bundle: runc may still know the id
-        try:
-            await runc.delete(id, force=True)
-        except (RuncError, OSError) as e:
-            log.warning("failed to remove runc container %s: %s", id, e)
-        finally:
-            reaper.uninstall()
-
-    asyncio.run(force_delete())
+    runc = runc_for(bundle, namespace, dataclasses.replace(options, binary_name=binary), None)
+    if not os.path.isdir(bundle):
+        runc.log = os.devnull  # a half-made or removed bundle: runc may still know the id
+    if os.path.exists(os.path.join(runc.root, id)):
+        status, output = _run(runc.argv("delete", "--force", id))
+        if status != 0:
+            log.warning("failed to remove runc container %s: %s", id,
+                        runc.last_error() or output or f"exit status {status}")
     try:
         unmount_all(os.path.join(bundle, "rootfs"))
     except MountError as e:
         log.warning("failed to clean up rootfs mount of %s: %s", id, e)
     _remove_dead_socket(bundle)
-    response = shim_pb2.DeleteResponse(
-        pid=read_pid_file(os.path.join(bundle, bundles.INIT_PID_FILE)),
-        exit_status=SIGKILL_STATUS,
-    )
-    response.exited_at.seconds, response.exited_at.nanos = divmod(time.time_ns(), 1_000_000_000)
-    sys.stdout.buffer.write(response.SerializeToString())
+    pid = read_pid_file(os.path.join(bundle, bundles.INIT_PID_FILE))
+    sys.stdout.buffer.write(encode_delete_response(pid, SIGKILL_STATUS, time.time_ns()))
     sys.stdout.flush()
     return 0
+
+
+def _run(argv: list[str]) -> tuple[int, str]:
+    """Run a command to completion (the delete action's only child) and return its status and
+    output."""
+    from pyrunc.shim.reaper import exit_status, spawn
+
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = spawn(argv, stdout=w, stderr=w)
+    finally:
+        os.close(w)
+    with os.fdopen(r, "rb") as output:
+        text = output.read().decode(errors="replace").strip()
+    _, status = os.waitpid(pid, 0)
+    return exit_status(status), text
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    value &= (1 << 64) - 1  # negative int64s are ten-byte two's complement varints
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encode_delete_response(pid: int, exit_status: int, exited_at_ns: int) -> bytes:
+    """containerd.task.v2.DeleteResponse{pid=1, exit_status=2, exited_at=3 Timestamp} in proto3
+    wire format (zero fields left out), without loading protobuf."""
+    seconds, nanos = divmod(exited_at_ns, 1_000_000_000)
+    timestamp = b""
+    if seconds:
+        timestamp += b"\x08" + _varint(seconds)
+    if nanos:
+        timestamp += b"\x10" + _varint(nanos)
+    out = b""
+    if pid:
+        out += b"\x08" + _varint(pid)
+    if exit_status:
+        out += b"\x10" + _varint(exit_status)
+    return out + b"\x1a" + _varint(len(timestamp)) + timestamp

@@ -156,6 +156,16 @@ def _wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
     return sorted(pending)
 
 
+def warm_parents() -> set[int]:
+    """pyrunc's warm parent processes (`python -m pyrunc.shim.warm`) on this machine."""
+    found = set()
+    for pid in _pids():
+        argv = _read_bytes(Path(f"/proc/{pid}/cmdline")).split(b"\0")
+        if b"pyrunc.shim.warm" in argv:
+            found.add(pid)
+    return found
+
+
 def _binaries(runtime_binary: ShimBinaries) -> tuple[str, ...]:
     return (runtime_binary,) if isinstance(runtime_binary, str) else tuple(runtime_binary)
 
@@ -290,6 +300,7 @@ class Containerd:
                 os.unlink(sock)
         self.config_path.write_text(self.config_toml())
         self._take_baseline()
+        self._warm_before = warm_parents()
         self._launch()
 
     def restart(self, *, kill: bool = False, down_for: float = 0.0) -> None:
@@ -437,6 +448,11 @@ class Containerd:
             self._log = None
         with contextlib.suppress(OSError):
             (RUNC_ROOT / self.namespace).rmdir()  # only if empty
+        # pyrunc's warm parent is node-wide; one this daemon's shims started goes with it.
+        for pid in warm_parents() - getattr(self, "_warm_before", set()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        _wait_gone(warm_parents() - getattr(self, "_warm_before", set()), timeout)
         # runc removes /<namespace>/<id> cgroups but not their /<namespace> parents.
         if CGROUP_ROOT.is_dir():
             for controller in CGROUP_ROOT.iterdir():

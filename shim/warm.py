@@ -1,0 +1,228 @@
+"""The warm parent: one per node, it forks the long-running shims, already warmed up.
+
+A new Python shim would spend most of its start-up importing asyncio, protobuf and its own
+modules, and each would hold its own copy of all that. The warm parent imports everything once,
+freezes the garbage collector's view of those objects, and forks one child per `start`: the child
+is a shim exactly like one started from scratch (one process per container or pod, in a session
+of its own, with the bundle as working directory and containerd's environment), but it is ready
+in a few milliseconds and shares the parent's pages copy-on-write.
+
+`start` asks for a shim over a unix socket (0600, in a 0700 directory, and the peer's uid and gid
+must be the parent's), sending the shim's already-bound listener with SCM_RIGHTS and its
+arguments as one JSON line; the reply is the child's pid. When no warm parent answers, `start`
+spawns a shim the slow way and starts a warm parent for the next ones.
+
+The socket's name carries a hash of the installed code, so a reinstalled pyrunc never forks from a
+parent holding the old code; a parent with nothing to do for IDLE_EXIT seconds and no children
+left exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import gc
+import hashlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+WARM_DIR = "/run/pyrunc"
+IDLE_EXIT = 300.0  # seconds without a fork and without a living child
+MAX_REQUEST = 1 << 20
+
+
+def identity() -> str:
+    """A short hash naming the installed code and interpreter this process runs."""
+    import pyrunc.shim as package
+
+    here = os.path.dirname(os.path.abspath(package.__file__ or "."))
+    stamp = [sys.executable]
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            stamp.append(f"{name}:{os.stat(os.path.join(here, name)).st_mtime_ns}")
+    return hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:16]
+
+
+def socket_path(ident: str | None = None) -> str:
+    return os.path.join(WARM_DIR, f"warm-{ident or identity()}.sock")
+
+
+# --- the client side: `start` ------------------------------------------------------------
+
+
+def request_shim(listener: socket.socket, args: Mapping[str, Any], *,
+                 path: str | None = None, timeout: float = 5.0) -> int | None:
+    """Ask the warm parent for a shim serving `listener`; its pid, or None if no warm parent
+    answers (then the caller starts one the slow way)."""
+    path = path or socket_path()
+    request = json.dumps({"args": dict(args), "cwd": os.getcwd(), "env": dict(os.environ)})
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        try:
+            conn.connect(path)
+            socket.send_fds(conn, [request.encode() + b"\n"], [listener.fileno()])
+            reply = conn.makefile("rb").readline(MAX_REQUEST)
+        except OSError:
+            return None
+    try:
+        pid = int(json.loads(reply)["pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return pid if pid > 0 else None
+
+
+def spawn_warm_parent() -> None:
+    """Start a warm parent in the background, detached, with a clean environment."""
+    from pyrunc.shim.reaper import spawn
+
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    # The padding argument is room for the forked shims' process titles, which overwrite the
+    # memory of the command line: `ps` then shows each shim like one containerd started.
+    argv = [sys.executable, "-I", "-m", "pyrunc.shim.warm", "--title-space=" + "_" * 400]
+    with contextlib.suppress(OSError):
+        spawn(argv, env=env, setsid=True)
+
+
+# --- the parent ----------------------------------------------------------------------------
+
+
+def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
+    # Everything a shim imports, imported once here.
+    import prctl
+
+    import pyrunc.shim.daemon  # noqa: F401
+    from pyrunc.shim.ttrpc.server import credentials_allowed, peer_credentials
+
+    os.chdir("/")  # hold no bundle: the first container's may be removed while we live
+    del prctl
+
+    path = path or socket_path()
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return 0  # another warm parent of this code is already serving
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(old_umask)
+    listener.listen(128)
+    listener.settimeout(min(idle_exit, 30.0))
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the shims we fork
+    signal.signal(signal.SIGTERM, _exit_on_signal)  # and still remove the socket
+    children: set[int] = set()
+    last_fork = time.monotonic()
+    gc.collect()
+    gc.freeze()  # keep the collector from writing to (and so copying) the shared pages
+    try:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                children = {pid for pid in children if _alive(pid)}
+                if not children and time.monotonic() - last_fork >= idle_exit:
+                    return 0
+                continue
+            with conn:
+                creds = peer_credentials(conn)
+                if not credentials_allowed(creds, uid=os.geteuid(), gid=os.getegid()):
+                    continue
+                pid = _fork_shim(conn, listener, lock)
+                if pid:
+                    children.add(pid)
+                    last_fork = time.monotonic()
+                with contextlib.suppress(OSError):
+                    conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+    finally:
+        for leftover in (path, path + ".lock"):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+        listener.close()
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
+    """Read one request and fork its shim; the child never returns from here."""
+    conn.settimeout(5.0)
+    try:
+        data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 4)
+        request = json.loads(data)
+        args, cwd, env = request["args"], request["cwd"], request["env"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    if len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        return 0
+    shim_listener = fds[0]
+    pid = os.fork()
+    if pid:
+        os.close(shim_listener)
+        return pid
+    # The child: become the shim, and never come back into the parent's loop.
+    code = 1
+    try:
+        conn.close()
+        listener.close()
+        os.close(lock)
+        os.setsid()
+        for sig in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        import prctl
+
+        from pyrunc.shim import daemon
+
+        # The title first: python-prctl's set_proctitle crashes once the environment has been
+        # rewritten after its import.
+        prctl.set_proctitle(" ".join([
+            "containerd-shim-pyrunc-v1", "-namespace", args["namespace"], "-id", args["id"],
+            "-address", args["address"], *(["-debug"] if args.get("debug") else [])]))
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        code = daemon.run(namespace=args["namespace"], id=args["id"], address=args["address"],
+                          debug=bool(args.get("debug")), listener_fd=shim_listener)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()  # to the shim's log, if it got that far
+    finally:
+        os._exit(code)
+
+
+def main() -> None:
+    try:
+        sys.exit(serve())
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            sys.exit(0)  # not allowed here: shims are then started the slow way
+        raise
+
+
+if __name__ == "__main__":
+    main()

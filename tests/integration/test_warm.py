@@ -1,0 +1,87 @@
+"""The warm parent: shims forked ready-made, looking and behaving like shims started afresh."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pyrunc.protos import shim_pb2
+from pyrunc.shim import warm
+from tests.integration.conftest import IMAGE, unique_id
+from tests.support import Containerd
+from tests.support.containerd import warm_parents
+from tests.support.names import PYRUNC_RUNTIME
+from tests.support.shim_client import call
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def remove(ctd: Containerd, id: str) -> None:
+    ctd.ctr("task", "kill", "-s", "SIGKILL", id, check=False)
+    ctd.ctr("task", "delete", id, check=False, timeout=30)
+    ctd.ctr("container", "rm", id, check=False)
+
+
+def ensure_warm_parent(ctd: Containerd) -> int:
+    """A first container starts the warm parent (it is itself started the slow way)."""
+    ctd.ctr("run", "--rm", "--runtime", PYRUNC_RUNTIME, IMAGE, unique_id("warmup"), "true")
+    deadline = time.monotonic() + 10
+    while not os.path.exists(warm.socket_path()):
+        assert time.monotonic() < deadline, "no warm parent came up"
+        time.sleep(0.05)
+    (pid,) = [p for p in warm_parents() if parent_of(p) != 0]
+    return pid
+
+
+def test_shims_are_forked_from_the_warm_parent(containerd: Containerd) -> None:
+    warm_pid = ensure_warm_parent(containerd)
+    ids = [unique_id("forked") for _ in range(2)]
+    try:
+        for id in ids:
+            containerd.ctr("run", "-d", "--runtime", PYRUNC_RUNTIME, IMAGE, id, "sleep", "600")
+        shims = [call(containerd, id, "Connect", shim_pb2.ConnectRequest(id=id)).shim_pid
+                 for id in ids]
+        assert len(set(shims)) == 2  # one shim per container, as the Go shim
+        for id, shim in zip(ids, shims, strict=True):
+            assert parent_of(shim) == warm_pid
+            title = Path(f"/proc/{shim}/cmdline").read_bytes().decode()
+            assert f"containerd-shim-pyrunc-v1 -namespace {containerd.namespace} -id {id} " \
+                   f"-address {containerd.address}" in title
+            assert os.readlink(f"/proc/{shim}/cwd").endswith(f"/{id}")  # its bundle
+            assert os.getsid(shim) == shim  # a session of its own
+        assert containerd.ctr("task", "exec", "--exec-id", "e", ids[0], "echo", "ok").stdout \
+            == b"ok\n"
+    finally:
+        for id in ids:
+            remove(containerd, id)
+
+
+def test_the_warm_parent_refuses_peers_with_other_credentials(containerd: Containerd) -> None:
+    ensure_warm_parent(containerd)
+    probe = (
+        "import socket,sys\n"
+        "s=socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])\n"
+        "try:\n"
+        "    socket.send_fds(s, [b'{}\\n'], [0])\n"
+        "    print('closed' if not s.recv(100) else 'answered')\n"
+        "except ConnectionError:\n"
+        "    print('closed')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe, warm.socket_path()],
+                            capture_output=True, text=True, timeout=10, group=4321,
+                            extra_groups=[])
+    assert result.stdout.strip() == "closed", result.stderr
+
+
+def test_the_warm_parent_holds_no_bundle_and_no_containerd_environment(
+        containerd: Containerd) -> None:
+    pid = ensure_warm_parent(containerd)
+    assert os.readlink(f"/proc/{pid}/cwd") == "/"
+    environ = Path(f"/proc/{pid}/environ").read_bytes()
+    assert b"TTRPC_ADDRESS" not in environ
+    assert str(containerd.base).encode() not in environ
