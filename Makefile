@@ -59,6 +59,7 @@ protos: venv
 	$(PY) protos/generate.py
 
 bench: install
+	$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q '.[bench]'
 	$(PY) -m bench.run
 
 clean:

@@ -1,13 +1,19 @@
 """pyrunc against the Go shim, side by side on one private containerd: `python -m bench.run`.
 
-1. Start latency: wall time of `ctr run --rm --runtime R IMAGE <id> true`, the two runtimes
-   alternating, after warm-up runs. Between runs the bench waits (untimed) until the shim is gone.
-2. Memory: K detached `sleep 600` containers of one runtime, then the summed PSS of the shims
-   serving this containerd, divided by K; then the same for the other runtime.
+Five measures, each for both runtimes in the same run, the runtimes alternating (A, B, A, B...):
 
-Prints a table and writes every sample, the machine and the date to bench/results/latest.json.
-A benchmark, not a test: it fails (exit 1) only if a container cannot be run or the bench had to
-clean up after itself, never because of a figure.
+  start       wall time of `ctr run --rm --runtime R IMAGE <id> true`, after warm-up runs
+  exec        wall time of `ctr task exec --exec-id X <id> true` on a running container
+  memory      K detached `sleep` containers of one runtime: the PSS of everything that exists to
+              serve them (the shims, and pyrunc's warm parent), divided by K; threads per shim
+  stdout      1 GiB through the container's stdout: `ctr run --rm ... sh -c 'dd ...'`, ctr's
+              stdout a pipe the bench drains and counts
+  concurrent  N `ctr run --rm ... true` launched at once: wall time until the last one exits
+
+Prints a table (ratio pyrunc / Go shim, target <= 1.0), writes every sample, the machine and the
+date to bench/results/latest.json and a chart to bench/results/latest.png (with matplotlib).
+A benchmark, not a test: it fails (exit 1) only if a container could not be run, a measure broke
+or the bench had to clean up after itself, never because a figure is slow.
 """
 
 from __future__ import annotations
@@ -15,22 +21,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import itertools
 import json
 import os
+import selectors
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tests.support import (
     ALL_SHIMS,
     IMAGE,
     PYRUNC_RUNTIME,
+    PYRUNC_SHIM,
     RUNC_RUNTIME,
     Containerd,
     CtrError,
@@ -42,9 +52,18 @@ from tests.support import (
 NAMESPACE = "pyrunc-bench"
 WARMUP_RUNS = 2
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
+RESULTS = REPO / "bench" / "results"
+DEFAULT_JSON = RESULTS / "latest.json"
+DEFAULT_CHART = RESULTS / "latest.png"
 LABELS = {PYRUNC_RUNTIME: "pyrunc", RUNC_RUNTIME: "go shim"}
+MEASURES = ("start", "exec", "memory", "stdout", "concurrent")
 SHIM_GONE_TIMEOUT = 15.0
+TASK_PLUGIN = "io.containerd.runtime.v2.task"
+# pyrunc's per-node warm parent, which forks the per-container shims (`python -m pyrunc.shim.warm`).
+WARM_MARKER = "pyrunc.shim.warm"
+WARM_DIR = Path("/run/pyrunc")  # where the warm parent keeps its socket and lock file
+MIB = 1 << 20
+FAILURES = (CtrError, TimeoutError, subprocess.TimeoutExpired, OSError)
 
 Json = dict[str, Any]
 
@@ -59,26 +78,185 @@ def p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10, method="inclusive")[8]
 
 
-# ---- shim processes ------------------------------------------------------------------------
+def summarize(values: list[float]) -> Json:
+    """Median, p90, min, max and stdev of `values` (seconds or whatever they are)."""
+    if not values:
+        return {"runs": 0}
+    return {
+        "runs": len(values),
+        "median": statistics.median(values),
+        "p90": p90(values),
+        "min": min(values),
+        "max": max(values),
+        "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
 
 
-def shim_pids(ctd: Containerd) -> dict[int, list[str]]:
-    """Long-running shims of this containerd: `-address <its socket>` in argv and no action."""
+def progress(message: str) -> None:
+    print(message, flush=True)
+
+
+# ---- processes -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    cmdline: str  # argv joined by spaces (a process title set with prctl has no NULs)
+    argv: list[str]
+
+
+def read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:  # gone, or a kernel thread
+        return b""
+
+
+def processes() -> dict[int, Proc]:
+    """Every process with a command line (kernel threads have none)."""
     found = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        try:
-            raw = Path(entry.path, "cmdline").read_bytes()
-        except OSError:
+        raw = read_bytes(f"/proc/{entry.name}/cmdline")
+        stat = read_bytes(f"/proc/{entry.name}/stat").decode(errors="replace")
+        if not raw or not stat:
             continue
         argv = raw.decode(errors="replace").rstrip("\0").split("\0")
-        # `-address` is followed by exactly our socket (not the `.ttrpc` one of another flag);
-        # `start` and `delete` are the short-lived invocations of the shim binary.
-        pairs = itertools.pairwise(argv)
-        if ("-address", ctd.address) in pairs and not {"start", "delete"} & set(argv):
-            found[int(entry.name)] = argv
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) < 2 or fields[0] in ("Z", "X"):  # a zombie is as good as gone
+            continue
+        pid = int(entry.name)
+        found[pid] = Proc(pid, int(fields[1]), " ".join(argv).strip(), argv)
     return found
+
+
+def warm_parents(procs: dict[int, Proc]) -> list[int]:
+    """pyrunc's warm parents: `pyrunc.shim.warm` in the command line, and not forked by another
+    one (a forked shim that kept its parent's command line is a shim, not a parent)."""
+    return sorted(
+        p.pid
+        for p in procs.values()
+        if WARM_MARKER in p.cmdline
+        and not (p.ppid in procs and WARM_MARKER in procs[p.ppid].cmdline)
+    )
+
+
+def warm_files() -> set[Path]:
+    try:
+        return set(WARM_DIR.iterdir())
+    except OSError:
+        return set()
+
+
+def remove_warm_files(before: set[Path], dir_existed: bool) -> list[str]:
+    """Remove what pyrunc's warm parents of this run left in /run/pyrunc (a socket and a lock
+    file each), once none of them runs any more; return what was removed."""
+    removed = []
+    for path in sorted(warm_files() - before):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(str(path))
+    if not dir_existed:
+        with contextlib.suppress(OSError):
+            WARM_DIR.rmdir()
+            removed.append(str(WARM_DIR))
+    return removed
+
+
+def listening_sockets(paths: set[str]) -> set[int]:
+    """Inodes of the listening unix sockets bound to one of `paths`."""
+    inodes = set()
+    text = read_bytes("/proc/net/unix").decode(errors="replace")
+    for line in text.splitlines()[1:]:
+        # Num RefCount Protocol Flags Type St Inode [Path]; flag 0x10000 is __SO_ACCEPTCON.
+        parts = line.split(None, 7)
+        if len(parts) == 8 and int(parts[3], 16) & 0x10000 and parts[7] in paths:
+            inodes.add(int(parts[6]))
+    return inodes
+
+
+def socket_holders(pids: Iterable[int], inodes: set[int]) -> set[int]:
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    holders = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.scandir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd.path) in wanted:
+                        holders.add(pid)
+                        break
+    return holders
+
+
+class Shims:
+    """Finds the long-running shims of one containerd, however they were started.
+
+    A shim is a process that is not a `start`/`delete` invocation and that either says it serves
+    this containerd (`-address <socket>` in its command line, as containerd starts a shim), or
+    listens on the shim socket of a container of ours, or runs in one of our task bundles as its
+    working directory with "shim" in its command line. The last two find the shims forked from
+    pyrunc's warm parent whatever their process title says (it may be cut short, or be the
+    parent's). pyrunc's warm parents are never shims; they are reported apart.
+    """
+
+    def __init__(self, ctd: Containerd) -> None:
+        self.ctd = ctd
+        self.ids: set[str] = set()  # every container id the bench used
+        self.bundles = Path(ctd.state, TASK_PLUGIN, ctd.namespace)
+
+    def new_id(self, prefix: str) -> str:
+        cid = unique_id(prefix)
+        self.ids.add(cid)
+        return cid
+
+    def find(self, ids: Iterable[str] | None = None) -> tuple[dict[int, Proc], list[int]]:
+        """(shims of this containerd, warm parents on the machine)."""
+        procs = processes()
+        warm = set(warm_parents(procs))
+        ids = self.ids if ids is None else set(ids)
+        own = {os.getpid(), self.ctd.pid}
+        found = {}
+        address = f"-address {self.ctd.address}"
+        bundles = {str(self.bundles / cid) for cid in ids}
+        candidates = []
+        for p in procs.values():
+            if p.pid in warm or p.pid in own or {"start", "delete"} & set(p.cmdline.split()):
+                continue
+            candidates.append(p.pid)
+            if f"{address} " in f"{p.cmdline} ":
+                found[p.pid] = p
+            elif "shim" in p.cmdline:
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{p.pid}/cwd") in bundles:
+                        found[p.pid] = p
+        sockets = {self.ctd.shim_socket_path(cid) for cid in ids}
+        inodes = listening_sockets(sockets)
+        if inodes:
+            # Only a shim holds the listening socket (containerd holds connected ones).
+            for pid in socket_holders([c for c in candidates if c not in found], inodes):
+                found[pid] = procs[pid]
+        return found, sorted(warm)
+
+    def wait_gone(
+        self, ids: Iterable[str] | None = None, timeout: float = SHIM_GONE_TIMEOUT
+    ) -> float:
+        """Wait until no shim of ours (of `ids`) runs; return the seconds it took (or raise)."""
+        ids = list(self.ids if ids is None else ids)
+        t0 = time.monotonic()
+        while True:
+            shims, _ = self.find(ids)
+            if not shims:
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(
+                    f"shims still running after {timeout} s: "
+                    + "; ".join(f"{p.pid} {p.cmdline[:120]}" for p in shims.values())
+                )
+            time.sleep(0.02)
 
 
 def proc_field(path: str, name: str) -> int:
@@ -89,17 +267,20 @@ def proc_field(path: str, name: str) -> int:
     raise ValueError(f"no {name} in {path}")
 
 
-def wait_shims_gone(ctd: Containerd, timeout: float = SHIM_GONE_TIMEOUT) -> float:
-    """Wait until no shim serves this containerd; return the seconds it took (or raise)."""
-    t0 = time.monotonic()
-    while shim_pids(ctd):
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"shims still running after {timeout} s: {shim_pids(ctd)}")
-        time.sleep(0.02)
-    return time.monotonic() - t0
+def proc_memory(pid: int, cmdline: str) -> Json:
+    return {
+        "pid": pid,
+        "cmdline": cmdline,
+        "pss_kb": proc_field(f"/proc/{pid}/smaps_rollup", "Pss"),
+        "rss_kb": proc_field(f"/proc/{pid}/smaps_rollup", "Rss"),
+        "threads": proc_field(f"/proc/{pid}/status", "Threads"),
+    }
 
 
-def wait_status(ctd: Containerd, ids: list[str], status: str, timeout: float = 30.0) -> None:
+# ---- containers ----------------------------------------------------------------------------
+
+
+def wait_status(ctd: Containerd, ids: list[str], status: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         seen = {t.id: t.status for t in ctd.tasks()}
@@ -110,84 +291,54 @@ def wait_status(ctd: Containerd, ids: list[str], status: str, timeout: float = 3
         time.sleep(0.05)
 
 
-# ---- the measures --------------------------------------------------------------------------
-
-
-def start_latency(ctd: Containerd, runtimes: tuple[str, str], runs: int) -> Json:
-    """`ctr run --rm ... true`, alternating the runtimes; every sample, warm-ups included."""
-    samples: list[Json] = []
-    for i in range(WARMUP_RUNS + runs):
-        for runtime in runtimes:
-            cid = unique_id("lat")
-            t0 = time.perf_counter()
-            ctd.ctr("run", "--rm", "--runtime", runtime, IMAGE, cid, "true", timeout=120)
-            seconds = time.perf_counter() - t0
-            # Untimed: a shim still exiting must not slow down the next run (of the other runtime).
-            shim_exit = wait_shims_gone(ctd)
-            samples.append(
-                {
-                    "runtime": runtime,
-                    "round": i,
-                    "warmup": i < WARMUP_RUNS,
-                    "seconds": seconds,
-                    "shim_exit_after_s": shim_exit,
-                }
-            )
-    summary = {}
-    for runtime in runtimes:
-        xs = [s["seconds"] for s in samples if s["runtime"] == runtime and not s["warmup"]]
-        summary[runtime] = {
-            "runs": len(xs),
-            "median_s": statistics.median(xs),
-            "p90_s": p90(xs),
-            "min_s": min(xs),
-            "max_s": max(xs),
-            "stdev_s": statistics.stdev(xs) if len(xs) > 1 else 0.0,
-        }
-    return {"warmup_runs": WARMUP_RUNS, "summary": summary, "samples": samples}
-
-
-def memory(ctd: Containerd, runtime: str, k: int) -> Json:
-    """PSS of the shims of K running `sleep` containers of one runtime, then tear them down."""
-    ids = [unique_id("mem") for _ in range(k)]
-    try:
-        for cid in ids:
-            ctd.ctr("run", "-d", "--runtime", runtime, IMAGE, cid, "sleep", "600", timeout=120)
-        wait_status(ctd, ids, "RUNNING")
-        shims: list[Json] = []
-        for pid, argv in sorted(shim_pids(ctd).items()):
-            shims.append(
-                {
-                    "pid": pid,
-                    "argv": argv,
-                    "pss_kb": proc_field(f"/proc/{pid}/smaps_rollup", "Pss"),
-                    "rss_kb": proc_field(f"/proc/{pid}/smaps_rollup", "Rss"),
-                    "threads": proc_field(f"/proc/{pid}/status", "Threads"),
-                }
-            )
-    finally:
-        teardown(ctd, ids)
-    pss_total = sum(s["pss_kb"] for s in shims)
-    return {
-        "runtime": runtime,
-        "containers": k,
-        "shim_count": len(shims),
-        "pss_total_kb": pss_total,
-        "pss_per_container_kb": pss_total / k,
-        "shims": shims,
-    }
-
-
-def teardown(ctd: Containerd, ids: list[str]) -> None:
-    """Kill, delete and remove the containers `ids`, and wait until their shims are gone."""
-    for cid in ids:
-        ctd.ctr("task", "kill", "-s", "SIGKILL", cid, check=False)
+def teardown(ctd: Containerd, shims: Shims, ids: list[str]) -> None:
+    """Kill, delete and remove the containers `ids` (those that exist), wait for their shims."""
     present = {t.id for t in ctd.tasks()}
-    wait_status(ctd, [cid for cid in ids if cid in present], "STOPPED")
     for cid in ids:
-        ctd.ctr("task", "delete", cid, check=False)
-        ctd.ctr("container", "rm", cid, check=False)
-    wait_shims_gone(ctd)
+        if cid in present:
+            ctd.ctr("task", "kill", "-s", "SIGKILL", cid, check=False)
+    wait_status(ctd, [cid for cid in ids if cid in present], "STOPPED")
+    containers = set(ctd.containers())
+    for cid in ids:
+        if cid in present:
+            ctd.ctr("task", "delete", cid, check=False)
+        if cid in containers:
+            ctd.ctr("container", "rm", cid, check=False)
+    shims.wait_gone(ids)
+
+
+def discard(ctx: Ctx, ids: list[str]) -> None:
+    """After a failed run: remove whatever is left of the containers `ids`, by force, untimed."""
+    if not ids:
+        return
+    with contextlib.suppress(*FAILURES):
+        present = {t.id for t in ctx.ctd.tasks()}
+        containers = set(ctx.ctd.containers())
+        for cid in ids:
+            if cid in present:
+                ctx.ctd.ctr("task", "delete", "--force", cid, check=False, timeout=60)
+            if cid in containers:
+                ctx.ctd.ctr("container", "rm", cid, check=False, timeout=60)
+        ctx.shims.wait_gone(ids, timeout=30)
+
+
+def sweep(ctx: Ctx) -> None:
+    """After a measure broke: remove every task and container of the namespace, untimed."""
+    with contextlib.suppress(*FAILURES):
+        discard(ctx, sorted({t.id for t in ctx.ctd.tasks()} | set(ctx.ctd.containers())))
+        ctx.shims.wait_gone(timeout=30)
+
+
+def describe(error: BaseException) -> str:
+    """A short account of a failure (CtrError's own text ends with containerd's log)."""
+    if isinstance(error, CtrError):
+        stderr = (error.stderr or b"").decode(errors="replace").strip()
+        return f"{' '.join(error.cmd[5:])}: exit {error.returncode}: {stderr[-600:]}"
+    return str(error)[:600]
+
+
+def ctr_argv(ctd: Containerd, *args: str) -> list[str]:
+    return [ctd.ctr_binary, "-a", ctd.address, "-n", ctd.namespace, *args]
 
 
 def remove_namespace_cgroups(namespace: str) -> None:
@@ -197,6 +348,441 @@ def remove_namespace_cgroups(namespace: str) -> None:
     for path in [root / namespace, *root.glob(f"*/{namespace}")]:
         with contextlib.suppress(OSError):
             path.rmdir()
+
+
+# ---- the measures --------------------------------------------------------------------------
+
+
+@dataclass
+class Ctx:
+    ctd: Containerd
+    shims: Shims
+    runtimes: tuple[str, str]
+
+
+def summary_by_runtime(samples: list[Json], runtimes: Sequence[str]) -> Json:
+    return {
+        rt: summarize(
+            [
+                s["seconds"]
+                for s in samples
+                if s["runtime"] == rt and not s.get("warmup") and s.get("ok", True)
+            ]
+        )
+        for rt in runtimes
+    }
+
+
+def failed_note(samples: list[Json], what: str = "runs") -> Json:
+    """`{"error": ...}` if some samples failed (with the first failure), else `{}`."""
+    failed = [s for s in samples if not s.get("ok", True)]
+    if not failed:
+        return {}
+    first = failed[0].get("error") or failed[0].get("stderr") or ""
+    by = ", ".join(
+        f"{label(rt)} {n}"
+        for rt in dict.fromkeys(s["runtime"] for s in failed)
+        if (n := sum(1 for s in failed if s["runtime"] == rt))
+    )
+    return {"error": f"{len(failed)} of {len(samples)} {what} failed ({by}); first: {first}"}
+
+
+def timed_ctr(ctx: Ctx, cleanup: list[str], *args: str) -> tuple[float, str | None]:
+    """Run `ctr ARGS` and time it; on failure return the error and remove what is left of the
+    containers `cleanup`."""
+    t0 = time.perf_counter()
+    try:
+        ctx.ctd.ctr(*args, timeout=120)
+    except FAILURES as e:
+        seconds = time.perf_counter() - t0
+        discard(ctx, cleanup)
+        return seconds, describe(e)
+    return time.perf_counter() - t0, None
+
+
+def show(runtime: str, seconds: float, error: str | None) -> str:
+    return f"{label(runtime)} {seconds * 1000:.0f} ms" + (" FAILED" if error else "")
+
+
+def measure_start(ctx: Ctx, runs: int) -> Json:
+    """`ctr run --rm ... true`, alternating the runtimes; every sample, warm-ups included."""
+    samples: list[Json] = []
+    for i in range(WARMUP_RUNS + runs):
+        line = []
+        for runtime in ctx.runtimes:
+            cid = ctx.shims.new_id("start")
+            argv = ("run", "--rm", "--runtime", runtime, IMAGE, cid, "true")
+            seconds, error = timed_ctr(ctx, [cid], *argv)
+            # Untimed: a shim still exiting must not slow down the next run (of the other runtime).
+            shim_exit = ctx.shims.wait_gone([cid])
+            sample = {
+                "runtime": runtime,
+                "round": i,
+                "warmup": i < WARMUP_RUNS,
+                "seconds": seconds,
+                "ok": error is None,
+                "shim_exit_after_s": shim_exit,
+            }
+            if error:
+                sample["error"] = error
+            samples.append(sample)
+            line.append(show(runtime, seconds, error))
+        kind = "warm-up" if i < WARMUP_RUNS else f"{i - WARMUP_RUNS + 1}/{runs}"
+        progress(f"  start {kind}: " + ", ".join(line))
+    return {
+        "warmup_runs": WARMUP_RUNS,
+        "summary": summary_by_runtime(samples, ctx.runtimes),
+        "samples": samples,
+        **failed_note(samples),
+    }
+
+
+def measure_exec(ctx: Ctx, runs: int) -> Json:
+    """`ctr task exec ... true` on one running container per runtime, alternating."""
+    ids: dict[str, str] = {}
+    samples: list[Json] = []
+    errors: dict[str, str] = {}
+    try:
+        for runtime in ctx.runtimes:
+            cid = ctx.shims.new_id("exec")
+            try:
+                ctx.ctd.ctr("run", "-d", "--runtime", runtime, IMAGE, cid, "sleep", "3600")
+                wait_status(ctx.ctd, [cid], "RUNNING")
+            except FAILURES as e:
+                errors[runtime] = f"container did not start: {describe(e)}"
+                progress(f"  exec {label(runtime)}: {errors[runtime]}")
+                discard(ctx, [cid])
+                continue
+            ids[runtime] = cid
+        for i in range(WARMUP_RUNS + runs if ids else 0):
+            line = []
+            for runtime, cid in ids.items():
+                exec_id = f"bench-{i}"
+                argv = ("task", "exec", "--exec-id", exec_id, cid, "true")
+                seconds, error = timed_ctr(ctx, [], *argv)
+                sample = {
+                    "runtime": runtime,
+                    "round": i,
+                    "warmup": i < WARMUP_RUNS,
+                    "container": cid,
+                    "exec_id": exec_id,
+                    "seconds": seconds,
+                    "ok": error is None,
+                }
+                if error:
+                    sample["error"] = error
+                samples.append(sample)
+                line.append(show(runtime, seconds, error))
+            kind = "warm-up" if i < WARMUP_RUNS else f"{i - WARMUP_RUNS + 1}/{runs}"
+            progress(f"  exec {kind}: " + ", ".join(line))
+    finally:
+        teardown(ctx.ctd, ctx.shims, list(ids.values()))
+    note = failed_note(samples)
+    if errors:
+        note = {
+            "error": "; ".join([*(f"{label(r)}: {e}" for r, e in errors.items()), *note.values()])
+        }
+    return {
+        "warmup_runs": WARMUP_RUNS,
+        "summary": summary_by_runtime(samples, ctx.runtimes),
+        "samples": samples,
+        "container_errors": errors,
+        **note,
+    }
+
+
+def memory_once(ctx: Ctx, runtime: str, k: int) -> Json:
+    """PSS of what serves K running `sleep` containers of one runtime, then tear them down.
+
+    For pyrunc that is its shims plus its warm parent(s), which exist only to fork shims; the
+    warm parent's PSS is counted whole, even if shims of another containerd share it.
+    """
+    ids = [ctx.shims.new_id("mem") for _ in range(k)]
+    try:
+        for cid in ids:
+            ctx.ctd.ctr("run", "-d", "--runtime", runtime, IMAGE, cid, "sleep", "3600", timeout=120)
+        wait_status(ctx.ctd, ids, "RUNNING")
+        time.sleep(0.5)  # let the shims finish whatever they do after Start answered
+        found, warm = ctx.shims.find(ids)
+        shims = [proc_memory(pid, p.cmdline) for pid, p in sorted(found.items())]
+        procs = processes()
+        parents = [proc_memory(pid, procs[pid].cmdline) for pid in warm if pid in procs]
+    except FAILURES:
+        discard(ctx, ids)
+        raise
+    teardown(ctx.ctd, ctx.shims, ids)
+    counts_warm = shim_binary(runtime) == PYRUNC_SHIM
+    shim_pss = sum(s["pss_kb"] for s in shims)
+    warm_pss = sum(w["pss_kb"] for w in parents) if counts_warm else 0
+    return {
+        "runtime": runtime,
+        "containers": k,
+        "ok": True,
+        "shim_count": len(shims),
+        "shim_pss_kb": shim_pss,
+        "warm_parent_count": len(parents) if counts_warm else 0,
+        "warm_parent_pss_kb": warm_pss,
+        "pss_total_kb": shim_pss + warm_pss,
+        "pss_per_container_kb": (shim_pss + warm_pss) / k,
+        "threads_max": max((s["threads"] for s in shims), default=0),
+        "shims": shims,
+        "warm_parents": parents,
+        "warm_parents_counted": counts_warm,
+    }
+
+
+def measure_memory(ctx: Ctx, counts: list[int]) -> Json:
+    results = []
+    for k in counts:
+        for runtime in ctx.runtimes:
+            try:
+                m = memory_once(ctx, runtime, k)
+            except FAILURES as e:
+                results.append(
+                    {"runtime": runtime, "containers": k, "ok": False, "error": describe(e)}
+                )
+                progress(f"  memory K={k} {label(runtime)}: FAILED: {describe(e)}")
+                continue
+            warm = (
+                f" + warm parent {m['warm_parent_pss_kb'] / 1024:.1f} MiB"
+                if m["warm_parent_count"]
+                else ""
+            )
+            progress(
+                f"  memory K={k} {label(runtime)}: {m['shim_count']} shim(s) "
+                f"{m['shim_pss_kb'] / 1024:.1f} MiB{warm} -> "
+                f"{m['pss_per_container_kb'] / 1024:.1f} MiB per container, "
+                f"{m['threads_max']} threads"
+            )
+            results.append(m)
+    return {"runs": results, **failed_note(results)}
+
+
+def drain(stream: IO[bytes]) -> int:
+    """Read `stream` to EOF; return how many bytes came."""
+    buf = bytearray(MIB)
+    view = memoryview(buf)
+    total = 0
+    fd = stream.fileno()
+    while True:
+        n = os.readv(fd, [view])
+        if not n:
+            return total
+        total += n
+
+
+def stdout_once(ctx: Ctx, runtime: str, mib: int, timeout: float) -> Json:
+    """`ctr run --rm ... sh -c 'dd ... count=MIB'`, ctr's stdout a pipe drained here."""
+    cid = ctx.shims.new_id("out")
+    script = f"dd if=/dev/zero bs=1M count={mib} 2>/dev/null"
+    argv = ctr_argv(ctx.ctd, "run", "--rm", "--runtime", runtime, IMAGE, cid, "sh", "-c", script)
+    timed_out = threading.Event()
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+
+        def kill() -> None:
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            received = drain(proc.stdout)
+            status = proc.wait()
+            seconds = time.perf_counter() - t0
+        finally:
+            timer.cancel()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")[-2000:]
+    expected = mib * MIB
+    ok = status == 0 and received == expected and not timed_out.is_set()
+    if not ok:  # ctr was killed, or failed: the container may still be there
+        discard(ctx, [cid])
+    shim_exit = ctx.shims.wait_gone([cid])
+    sample = {
+        "runtime": runtime,
+        "seconds": seconds,
+        "bytes": received,
+        "expected_bytes": expected,
+        "exit_status": status,
+        "timed_out": timed_out.is_set(),
+        "ok": ok,
+        "mib_per_s": received / MIB / seconds if seconds else 0.0,
+        "shim_exit_after_s": shim_exit,
+    }
+    if not ok:
+        sample["stderr"] = stderr
+        sample["error"] = (
+            f"{received} of {expected} bytes, exit {status}"
+            + (f", killed after {timeout:.0f} s" if timed_out.is_set() else "")
+            + (f": {stderr.strip()[-600:]}" if stderr.strip() else "")
+        )
+    return sample
+
+
+def measure_stdout(ctx: Ctx, mib: int, runs: int) -> Json:
+    timeout = 60 + mib * 0.25
+    samples = []
+    for i in range(runs):
+        line = []
+        for runtime in ctx.runtimes:
+            s = stdout_once(ctx, runtime, mib, timeout)
+            s["round"] = i
+            samples.append(s)
+            what = (
+                f"{s['seconds']:.2f} s ({s['mib_per_s']:.0f} MiB/s)"
+                if s["ok"]
+                else f"FAILED after {s['seconds']:.1f} s: {s['bytes']} of {s['expected_bytes']} "
+                f"bytes, exit {s['exit_status']}{', timed out' if s['timed_out'] else ''}"
+            )
+            line.append(f"{label(runtime)} {what}")
+        progress(f"  stdout {i + 1}/{runs}: " + ", ".join(line))
+    return {
+        "mib": mib,
+        "timeout_s": timeout,
+        "summary": summary_by_runtime(samples, ctx.runtimes),
+        "samples": samples,
+        **failed_note(samples),
+    }
+
+
+def reap(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Kill whichever of `procs` still runs, and wait for all."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def close_pidfds(sel: selectors.BaseSelector) -> None:
+    for key in list(sel.get_map().values()):
+        sel.unregister(key.fileobj)
+        os.close(key.fd)
+
+
+def wait_blocked(pids: list[int], timeout: float = 10.0) -> bool:
+    """Wait until every one of `pids` sleeps reading a pipe; False if not all did in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all("pipe" in read_bytes(f"/proc/{pid}/wchan").decode() for pid in pids):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+# Each `ctr run` waits behind a gate: a shell blocked reading a pipe, which execs ctr once the
+# pipe is closed (EOF), with stdin from /dev/null as in the other measures.
+GATE = 'read -r _; exec "$@" </dev/null'
+
+
+def concurrent_once(ctx: Ctx, runtime: str, n: int, timeout: float) -> Json:
+    """N `ctr run --rm ... true` released at once; the wall time until the last has exited.
+
+    The N processes are started first, untimed, each blocked in a shell reading one shared pipe;
+    closing the pipe releases them all, and the clock starts then. So the figure does not include
+    the bench forking N processes one after the other.
+    """
+    ids = [ctx.shims.new_id("con") for _ in range(n)]
+    procs: list[subprocess.Popen[bytes]] = []
+    ended: dict[int, float] = {}
+    with contextlib.ExitStack() as stack:
+        errs = [stack.enter_context(tempfile.TemporaryFile()) for _ in ids]
+        stack.callback(reap, procs)  # also if the bench breaks off half-way
+        sel = stack.enter_context(selectors.DefaultSelector())
+        stack.callback(close_pidfds, sel)
+        gate_r, gate_w = os.pipe()
+        t_launch = time.perf_counter()
+        try:
+            for cid, err in zip(ids, errs, strict=True):
+                argv = ctr_argv(ctx.ctd, "run", "--rm", "--runtime", runtime, IMAGE, cid, "true")
+                procs.append(
+                    subprocess.Popen(
+                        ["sh", "-c", GATE, "sh", *argv],
+                        stdin=gate_r,
+                        stdout=subprocess.DEVNULL,
+                        stderr=err,
+                    )
+                )
+        finally:
+            os.close(gate_r)
+        launched = time.perf_counter() - t_launch
+        gated = wait_blocked([proc.pid for proc in procs])
+        for i, proc in enumerate(procs):
+            sel.register(os.pidfd_open(proc.pid), selectors.EVENT_READ, i)
+        t0 = time.perf_counter()
+        os.close(gate_w)  # go
+        deadline = t0 + timeout
+        while len(ended) < n:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            for key, _ in sel.select(left):
+                ended[key.data] = time.perf_counter() - t0
+                sel.unregister(key.fileobj)
+                os.close(key.fd)
+        seconds = max(ended.values(), default=0.0)
+        timed_out = len(ended) < n
+        reap(procs)
+        statuses = [proc.returncode for proc in procs]
+        failures: list[Json] = []
+        for cid, err, status in zip(ids, errs, statuses, strict=True):
+            if status != 0:
+                err.seek(0)
+                failures.append(
+                    {
+                        "id": cid,
+                        "exit_status": status,
+                        "stderr": err.read().decode(errors="replace")[-1000:],
+                    }
+                )
+    if failures:
+        discard(ctx, [f["id"] for f in failures])
+    shim_exit = ctx.shims.wait_gone(ids, timeout=60)
+    error = ""
+    if failures:
+        first = failures[0]
+        error = f"{len(failures)} of {n} failed; {first['id']}: exit {first['exit_status']}: "
+        error += first["stderr"].strip()[-600:]
+    elif timed_out:
+        error = f"not all exited within {timeout:.0f} s"
+    return {
+        "runtime": runtime,
+        "containers": n,
+        "error": error,
+        "seconds": seconds,
+        "launch_s": launched,
+        "all_waiting_at_gate": gated,
+        "exit_times_s": [ended.get(i) for i in range(n)],
+        "ok": not failures and not timed_out,
+        "timed_out": timed_out,
+        "failures": failures,
+        "shim_exit_after_s": shim_exit,
+    }
+
+
+def measure_concurrent(ctx: Ctx, n: int, rounds: int) -> Json:
+    timeout = 60 + n * 5.0
+    samples = []
+    for i in range(rounds):
+        line = []
+        for runtime in ctx.runtimes:
+            s = concurrent_once(ctx, runtime, n, timeout)
+            s["round"] = i
+            samples.append(s)
+            bad = "" if s["ok"] else f" ({len(s['failures'])} FAILED)"
+            line.append(f"{label(runtime)} {s['seconds']:.2f} s{bad}")
+        progress(f"  concurrent {i + 1}/{rounds}: " + ", ".join(line))
+    return {
+        "containers": n,
+        "timeout_s": timeout,
+        "summary": summary_by_runtime(samples, ctx.runtimes),
+        "samples": samples,
+        **failed_note(samples, "rounds"),
+    }
 
 
 # ---- the machine ---------------------------------------------------------------------------
@@ -210,6 +796,13 @@ def first_line(cmd: list[str]) -> str:
     return " ".join(line.strip() for line in res.stdout.splitlines()[:3])
 
 
+def cpu_model() -> str:
+    for line in read_bytes("/proc/cpuinfo").decode(errors="replace").splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return "?"
+
+
 def machine(runtimes: tuple[str, str]) -> Json:
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     shims = {}
@@ -220,6 +813,7 @@ def machine(runtimes: tuple[str, str]) -> Json:
     dirty = bool(first_line(["git", "-C", str(REPO), "status", "--porcelain"]))
     return {
         "uname": " ".join(os.uname()),
+        "cpu": cpu_model(),
         "nproc": os.cpu_count(),
         "mem_total_kb": proc_field("/proc/meminfo", "MemTotal"),
         "cgroup": "v2" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "v1",
@@ -234,61 +828,320 @@ def machine(runtimes: tuple[str, str]) -> Json:
 # ---- report --------------------------------------------------------------------------------
 
 
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}" if b else "-"
+@dataclass
+class Row:
+    """One line of the table: a figure for each runtime, in display units."""
+
+    key: str
+    name: str
+    unit: str
+    a: float | None
+    b: float | None
+    digits: int
+    target: float | None = 1.0  # None: shown for information, no target
+
+    @property
+    def ratio(self) -> float | None:
+        if self.a is None or self.b is None or not self.b:
+            return None
+        return self.a / self.b
+
+    @property
+    def met(self) -> bool | None:
+        r = self.ratio
+        return None if r is None or self.target is None else r <= self.target
+
+    def fmt(self, value: float | None) -> str:
+        return "failed" if value is None else f"{value:.{self.digits}f}"
+
+    def as_json(self) -> Json:
+        return {
+            "key": self.key,
+            "measure": self.name,
+            "unit": self.unit,
+            "a": self.a,
+            "b": self.b,
+            "ratio": self.ratio,
+            "target": self.target,
+            "met": self.met,
+        }
 
 
-def table(result: Json, runtimes: tuple[str, str]) -> str:
+def rows(result: Json, runtimes: tuple[str, str]) -> list[Row]:
     a, b = runtimes
-    lat = result["latency"]["summary"]
-    rows = [("measure", label(a), label(b), f"ratio ({label(a)} ÷ {label(b)})")]
-    for key, name in (
-        ("median_s", "start latency, median (ms)"),
-        ("p90_s", "start latency, p90 (ms)"),
-    ):
-        x, y = lat[a][key], lat[b][key]
-        rows.append((name, f"{x * 1000:.0f}", f"{y * 1000:.0f}", ratio(x, y)))
-    by_key = {(m["runtime"], m["containers"]): m for m in result["memory"]}
-    for k in result["options"]["containers"]:
-        ma, mb = by_key[a, k], by_key[b, k]
-        x, y = ma["pss_per_container_kb"], mb["pss_per_container_kb"]
-        rows.append(
-            (f"PSS per container, K={k} (MiB)", f"{x / 1024:.1f}", f"{y / 1024:.1f}", ratio(x, y))
+    out: list[Row] = []
+    wanted = set(result["options"]["only"])
+
+    def stat(measure: str, runtime: str, key: str, scale: float) -> float | None:
+        summary = result.get(measure, {}).get("summary", {}).get(runtime, {})
+        return summary[key] * scale if key in summary else None
+
+    def timed(measure: str, name: str, unit: str, scale: float, digits: int) -> None:
+        if measure not in wanted:
+            return
+        for key in ("median", "p90"):
+            out.append(
+                Row(
+                    f"{measure}_{key}",
+                    f"{name}, {key} ({unit})",
+                    unit,
+                    stat(measure, a, key, scale),
+                    stat(measure, b, key, scale),
+                    digits,
+                )
+            )
+
+    timed("start", "start `ctr run --rm true`", "ms", 1000, 0)
+    timed("exec", "exec `ctr task exec true`", "ms", 1000, 0)
+    if "memory" in wanted:
+        by_key = {
+            (m["runtime"], m["containers"]): m
+            for m in result.get("memory", {}).get("runs", [])
+            if m.get("ok")
+        }
+        for k in result["options"]["containers"]:
+            ma, mb = by_key.get((a, k)), by_key.get((b, k))
+            out.append(
+                Row(
+                    f"pss_k{k}",
+                    f"PSS per container, K={k} (MiB)",
+                    "MiB",
+                    ma["pss_per_container_kb"] / 1024 if ma else None,
+                    mb["pss_per_container_kb"] / 1024 if mb else None,
+                    1,
+                )
+            )
+            out.append(
+                Row(
+                    f"threads_k{k}",
+                    f"threads per shim, K={k} (max)",
+                    "threads",
+                    ma["threads_max"] if ma else None,
+                    mb["threads_max"] if mb else None,
+                    0,
+                    target=None,
+                )
+            )
+    if "stdout" in wanted:
+        mib = result["options"]["stdout_mib"]
+        size = f"{mib // 1024} GiB" if mib % 1024 == 0 else f"{mib} MiB"
+        out.append(
+            Row(
+                "stdout_median",
+                f"{size} through stdout, median (s)",
+                "s",
+                stat("stdout", a, "median", 1),
+                stat("stdout", b, "median", 1),
+                2,
+            )
         )
-        ta, tb = ([s["threads"] for s in m["shims"]] for m in (ma, mb))
-        rows.append(
-            (f"threads per shim, K={k} (max)", str(max(ta)), str(max(tb)), ratio(max(ta), max(tb)))
+    if "concurrent" in wanted:
+        n = result["options"]["concurrent"]
+        out.append(
+            Row(
+                "concurrent_median",
+                f"{n} concurrent `ctr run --rm true`, median (s)",
+                "s",
+                stat("concurrent", a, "median", 1),
+                stat("concurrent", b, "median", 1),
+                2,
+            )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [
+    return out
+
+
+def table(table_rows: list[Row], runtimes: tuple[str, str]) -> str:
+    a, b = (label(r) for r in runtimes)
+    header = ("measure", a, b, f"ratio ({a} ÷ {b.removesuffix(' shim')})", "target")
+    lines_ = [header]
+    for r in table_rows:
+        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
+        target = "-" if r.target is None else f"≤ {r.target:.1f}"
+        lines_.append((r.name, r.fmt(r.a), r.fmt(r.b), ratio, target))
+    widths = [max(len(line[i]) for line in lines_) for i in range(5)]
+    text = [
         " | ".join(
             c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
         )
-        for r in rows
+        for line in lines_
     ]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
+    text.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(text)
 
 
-def main(argv: list[str] | None = None) -> int:
+def markdown_table(table_rows: list[Row], runtimes: tuple[str, str]) -> str:
+    a, b = (label(r) for r in runtimes)
+    text = [
+        f"| measure | {a} | {b} | ratio ({a} ÷ {b.removesuffix(' shim')}) | target |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in table_rows:
+        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
+        target = "-" if r.target is None else f"≤ {r.target:.1f}"
+        text.append(f"| {r.name} | {r.fmt(r.a)} | {r.fmt(r.b)} | {ratio} | {target} |")
+    return "\n".join(text)
+
+
+def chart(result: Json, table_rows: list[Row], runtimes: tuple[str, str], path: Path) -> str:
+    """Draw the ratios (top) and every sample of each measure (bottom) to `path`; return a note
+    if it could not be drawn."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install '.[bench]'): no chart"
+    a, b = runtimes
+    options = result["options"]
+    colors = {a: "#d1495b", b: "#00798c"}
+    panels: list[tuple[str, str, Callable[[Json], float], str]] = [
+        ("start", "start (ms)", lambda s: s["seconds"] * 1000, "ms"),
+        ("exec", "exec (ms)", lambda s: s["seconds"] * 1000, "ms"),
+        ("stdout", f"{options['stdout_mib']} MiB via stdout (s)", lambda s: s["seconds"], "s"),
+        ("concurrent", f"{options['concurrent']} at once (s)", lambda s: s["seconds"], "s"),
+    ]
+    panels = [p for p in panels if p[0] in result]
+    bottom = len(panels) + (1 if "memory" in result else 0)
+    ratio_rows = [r for r in table_rows if r.target is not None]
+    fig = plt.figure(figsize=(max(11.0, 2.6 * bottom), 4.0 + 0.42 * len(ratio_rows)))
+    grid = fig.add_gridspec(2, max(bottom, 1), height_ratios=[0.35 * len(ratio_rows) + 1, 2.4])
+    ax = fig.add_subplot(grid[0, :])
+    names = [r.name for r in ratio_rows][::-1]
+    values = [r.ratio or 0.0 for r in ratio_rows][::-1]
+    bar_colors = [
+        "#999999" if r.ratio is None else ("#3a9d5d" if r.met else "#d1495b") for r in ratio_rows
+    ][::-1]
+    ax.barh(names, values, color=bar_colors)
+    ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
+    top = max([*values, 1.0]) * 1.45
+    ax.set_xlim(0, top)
+    for y, r in enumerate(ratio_rows[::-1]):
+        text = (
+            "failed"
+            if r.ratio is None
+            else (f"{r.ratio:.2f}  ({label(a)} {r.fmt(r.a)} / {label(b)} {r.fmt(r.b)} {r.unit})")
+        )
+        ax.text(max(r.ratio or 0.0, 1.0) + top * 0.01, y, text, va="center", fontsize=8)
+    ax.set_xlabel(
+        f"ratio {label(a)} ÷ {label(b)}  (target ≤ 1.0, the dashed line; green: met, red: not)"
+    )
+    date = result["date"][:10]
+    ax.set_title(
+        f"{shim_binary(a)} vs {shim_binary(b)}, {date}, "
+        f"{result['machine']['nproc']} CPUs, {result['machine']['cpu']}",
+        fontsize=10,
+    )
+    ax.tick_params(axis="y", labelsize=8)
+
+    col = 0
+    for measure, title, value, _unit in panels:
+        pax = fig.add_subplot(grid[1, col])
+        col += 1
+        samples = [s for s in result[measure].get("samples", []) if not s.get("warmup")]
+        for x, runtime in enumerate(runtimes):
+            ys = [value(s) for s in samples if s["runtime"] == runtime and s.get("ok", True)]
+            xs = [x + (i % 7 - 3) * 0.04 for i in range(len(ys))]
+            pax.scatter(xs, ys, s=10, color=colors[runtime], alpha=0.6)
+            if ys:
+                pax.hlines(statistics.median(ys), x - 0.3, x + 0.3, color="black")
+        pax.set_xticks(range(len(runtimes)), [label(r) for r in runtimes], fontsize=8)
+        pax.set_xlim(-0.6, len(runtimes) - 0.4)
+        top = max((value(s) for s in samples if s.get("ok", True)), default=1.0)
+        pax.set_ylim(0, top * 1.15)
+        pax.set_title(title, fontsize=9)
+        pax.tick_params(axis="y", labelsize=8)
+    if "memory" in result:
+        pax = fig.add_subplot(grid[1, col])
+        counts = result["options"]["containers"]
+        by_key = {
+            (m["runtime"], m["containers"]): m
+            for m in result["memory"].get("runs", [])
+            if m.get("ok")
+        }
+        width = 0.38
+        for j, runtime in enumerate(runtimes):
+            ys = [
+                by_key[runtime, k]["pss_per_container_kb"] / 1024 if (runtime, k) in by_key else 0
+                for k in counts
+            ]
+            pax.bar(
+                [i + (j - 0.5) * width for i in range(len(counts))],
+                ys,
+                width,
+                color=colors[runtime],
+                label=label(runtime),
+            )
+        pax.set_xticks(range(len(counts)), [f"K={k}" for k in counts], fontsize=8)
+        pax.set_title("PSS per container (MiB)", fontsize=9)
+        pax.legend(fontsize=7)
+        pax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return ""
+
+
+# ---- main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--runs", type=int, default=15, help="measured start runs per runtime")
-    parser.add_argument("--containers", default="1,10", help="container counts K for memory")
-    parser.add_argument("--runtime-a", default=PYRUNC_RUNTIME)
-    parser.add_argument("--runtime-b", default=RUNC_RUNTIME)
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
-    parser.add_argument("--quick", action="store_true", help="smoke check: --runs 5 --containers 1")
+    add = parser.add_argument
+    add("--runs", type=int, help="measured start and exec runs per runtime (15)")
+    add("--containers", help="container counts K for the memory measure (1,20)")
+    add("--concurrent", type=int, help="containers started at once (50)")
+    add("--rounds", type=int, help="rounds of the concurrent measure per runtime (2)")
+    add("--stdout-mib", type=int, help="MiB written to stdout (1024)")
+    add("--stdout-runs", type=int, help="runs of the stdout measure per runtime (3)")
+    add("--only", help=f"a subset of the measures, comma-separated: {','.join(MEASURES)}")
+    add("--runtime-a", default=PYRUNC_RUNTIME)
+    add("--runtime-b", default=RUNC_RUNTIME)
+    add("--json", type=Path, default=DEFAULT_JSON, help="where to write the results")
+    add("--chart", type=Path, default=DEFAULT_CHART, help="where to draw the chart (PNG)")
+    add(
+        "--quick",
+        action="store_true",
+        help="smoke check, small counts everywhere: --runs 5 --containers 1,3 --concurrent 5 "
+        "--rounds 1 --stdout-mib 64 --stdout-runs 1 (options given explicitly win)",
+    )
     args = parser.parse_args(argv)
+    defaults: Json = {
+        "runs": 15,
+        "containers": "1,20",
+        "concurrent": 50,
+        "rounds": 2,
+        "stdout_mib": 1024,
+        "stdout_runs": 3,
+    }
     if args.quick:
-        args.runs, args.containers = 5, "1"
-    counts = [int(k) for k in args.containers.split(",") if k.strip()]
-    if args.runs < 1 or not counts or min(counts) < 1:
-        parser.error("--runs and every --containers count must be at least 1")
+        defaults.update(
+            runs=5, containers="1,3", concurrent=5, rounds=1, stdout_mib=64, stdout_runs=1
+        )
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.containers = [int(k) for k in str(args.containers).split(",") if k.strip()]
+    args.only = [m.strip() for m in (args.only or ",".join(MEASURES)).split(",") if m.strip()]
+    unknown = set(args.only) - set(MEASURES)
+    if unknown or not args.only:
+        parser.error(f"--only: unknown measure(s) {sorted(unknown)}; known: {', '.join(MEASURES)}")
+    if args.runtime_a == args.runtime_b:
+        parser.error("--runtime-a and --runtime-b must differ")
+    numbers = [args.runs, args.concurrent, args.rounds, args.stdout_mib, args.stdout_runs]
+    if min(numbers) < 1 or not args.containers or min(args.containers) < 1:
+        parser.error("every count must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if os.geteuid() != 0:
         print("bench: must run as root (it starts containerd and runc)", file=sys.stderr)
         return 2
@@ -298,23 +1151,80 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     result: Json = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "options": {"runs": args.runs, "containers": counts, "runtimes": list(runtimes)},
+        "options": {
+            "runs": args.runs,
+            "containers": args.containers,
+            "concurrent": args.concurrent,
+            "rounds": args.rounds,
+            "stdout_mib": args.stdout_mib,
+            "stdout_runs": args.stdout_runs,
+            "only": args.only,
+            "quick": args.quick,
+            "runtimes": list(runtimes),
+        },
         "machine": machine(runtimes),
+        "errors": {},
     }
+    result["warm_parents_before"] = warm_parents(processes())
+    warm_dir_existed, warm_files_before = WARM_DIR.exists(), warm_files()
+    steps: list[tuple[str, str, Callable[[Ctx], Json]]] = [
+        (
+            "start",
+            f"start latency: {WARMUP_RUNS} warm-up + {args.runs} runs each",
+            lambda ctx: measure_start(ctx, args.runs),
+        ),
+        (
+            "exec",
+            f"exec latency: {WARMUP_RUNS} warm-up + {args.runs} runs each",
+            lambda ctx: measure_exec(ctx, args.runs),
+        ),
+        (
+            "memory",
+            f"memory: K = {', '.join(map(str, args.containers))} containers",
+            lambda ctx: measure_memory(ctx, args.containers),
+        ),
+        (
+            "stdout",
+            f"stdout: {args.stdout_mib} MiB, {args.stdout_runs} runs each",
+            lambda ctx: measure_stdout(ctx, args.stdout_mib, args.stdout_runs),
+        ),
+        (
+            "concurrent",
+            f"concurrent: {args.concurrent} containers at once, {args.rounds} round(s) each",
+            lambda ctx: measure_concurrent(ctx, args.concurrent, args.rounds),
+        ),
+    ]
     cleaned: list[str] = []
     with Containerd(namespace=NAMESPACE) as ctd, tempfile.TemporaryDirectory() as tmp:
+        shims = Shims(ctd)
+        ctx = Ctx(ctd, shims, runtimes)
         try:
             ctd.import_image(build_busybox_image(Path(tmp) / "busybox.tar", IMAGE), IMAGE)
-            print(f"start latency: {WARMUP_RUNS} warm-up + {args.runs} runs each", flush=True)
-            result["latency"] = start_latency(ctd, runtimes, args.runs)
-            result["memory"] = []
-            for k in counts:
-                for runtime in runtimes:
-                    print(f"memory: {k} x {label(runtime)}", flush=True)
-                    result["memory"].append(memory(ctd, runtime, k))
+            # One untimed run per runtime, so that whichever measure comes first does not pay
+            # for the first container (page cache, pyrunc's warm parent).
+            for runtime in runtimes:
+                cid = shims.new_id("warm")
+                run_argv = ("run", "--rm", "--runtime", runtime, IMAGE, cid, "true")
+                seconds, error = timed_ctr(ctx, [cid], *run_argv)
+                shims.wait_gone([cid])
+                progress(f"first container: {show(runtime, seconds, error)}")
+                if error:
+                    result["first_container_errors"] = {runtime: error}
+            for name, title, run in steps:
+                if name not in args.only:
+                    continue
+                progress(f"{title} ({time.monotonic() - t0:.0f} s)")
+                try:
+                    result[name] = run(ctx)
+                except FAILURES as e:
+                    result["errors"][name] = describe(e)
+                    print(f"bench: {name} failed: {e}", file=sys.stderr)
+                    sweep(ctx)
+                if "error" in result.get(name, {}):
+                    result["errors"][name] = result[name]["error"]
         except (CtrError, TimeoutError, subprocess.TimeoutExpired) as e:
+            result["errors"]["setup"] = str(e)
             print(f"bench: failed: {e}", file=sys.stderr)
-            return 1
         finally:
             ctd.wait_no_leftovers(binaries, timeout=10)
             cleaned = ctd.cleanup_leftovers(binaries)
@@ -326,14 +1236,39 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: still left behind:\n  " + "\n  ".join(still), file=sys.stderr)
     result["cleaned_up"] = cleaned
     result["left_behind"] = still
+    result["warm_parents_after"] = warm_parents(processes())
+    new_warm = sorted(set(result["warm_parents_after"]) - set(result["warm_parents_before"]))
+    result["warm_files_removed"] = []
+    if not new_warm:  # with a warm parent of this run still there, its files are in use
+        result["warm_files_removed"] = remove_warm_files(warm_files_before, warm_dir_existed)
     result["duration_s"] = round(time.monotonic() - t0, 1)
 
+    table_rows = rows(result, runtimes)
+    result["ratios"] = [r.as_json() for r in table_rows]
+    result["table"] = table(table_rows, runtimes)
+    result["markdown_table"] = markdown_table(table_rows, runtimes)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
+    note = chart(result, table_rows, runtimes, args.chart)
     print()
-    print(table(result, runtimes))
-    print(f"\n{result['duration_s']} s; raw figures in {args.json}")
-    return 1 if cleaned or still else 0
+    print(result["table"])
+    targets = [r for r in table_rows if r.target is not None]
+    met = sum(1 for r in targets if r.met)
+    print(f"\ntargets met: {met} of {len(targets)}")
+    if new_warm:
+        print(f"note: pyrunc warm parent(s) of this run still running: {new_warm}")
+    if result["warm_files_removed"]:
+        print(
+            "note: removed what pyrunc's warm parent left behind:\n  "
+            + "\n  ".join(result["warm_files_removed"]),
+            file=sys.stderr,
+        )
+    if result["errors"]:
+        for name, error in result["errors"].items():
+            print(f"bench: {name}: {error.splitlines()[0] if error else error}", file=sys.stderr)
+    print(f"{result['duration_s']} s; raw figures in {args.json}")
+    print(note or f"chart in {args.chart}")
+    return 1 if cleaned or still or result["errors"] else 0
 
 
 if __name__ == "__main__":
