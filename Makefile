@@ -34,6 +34,7 @@ venv: $(VENV)/.deps
 
 # A real (non-editable) install: containerd runs the console script from .venv/bin.
 $(VENV)/.installed: $(VENV)/.deps $(SOURCES)
+	rm -rf build  # setuptools would install stale copies of modules removed since
 	$(PY) -m pip install -q --no-deps --no-build-isolation --force-reinstall .
 	touch $@
 

@@ -8,18 +8,21 @@ that the `delete` command can find runc's root later), `runtime` (the runc binar
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported at run time: `start` and `delete` load this
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pyrunc.oci.options import RuntimeOptions
 
 INIT_PID_FILE = "init.pid"
 OPTIONS_FILE = "options.json"
 RUNTIME_FILE = "runtime"
 # containerd's identifier rules: alphanumerics separated by single '.', '_' or '-', at most 76.
-_IDENTIFIER = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*")
 MAX_ID_LENGTH = 76
+_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_SEPARATORS = frozenset("._-")
 # Annotations that put containers into one shim, in order of precedence (as the Go shim).
 GROUP_ANNOTATIONS = ("io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id")
 
@@ -34,42 +37,54 @@ def validate_id(kind: str, value: str) -> None:
         raise InvalidID(f"{kind} id must not be empty")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidID(f"{kind} id {value[:MAX_ID_LENGTH]!r}… is longer than {MAX_ID_LENGTH}")
-    if not _IDENTIFIER.fullmatch(value):
+    if not _is_identifier(value):
         raise InvalidID(
             f"{kind} id {value!r} must be alphanumerics separated by single '.', '_' or '-'"
         )
 
 
-@dataclass(frozen=True)
-class RuntimeOptions:
-    """The runc options of containerd.runc.v1.Options that the OCI side acts on."""
-
-    no_pivot_root: bool = False
-    no_new_keyring: bool = False
-    shim_cgroup: str = ""
-    io_uid: int = 0
-    io_gid: int = 0
-    binary_name: str = ""
-    root: str = ""
-    criu_path: str = ""
-    systemd_cgroup: bool = False
-    criu_image_path: str = ""
-    criu_work_path: str = ""
+def _is_identifier(value: str) -> bool:
+    """Alphanumeric runs joined by single separators (no regex: `start` imports this)."""
+    previous_separator = True  # no separator may come first
+    for char in value:
+        if char in _SEPARATORS:
+            if previous_separator:
+                return False
+            previous_separator = True
+        elif char in _ALNUM:
+            previous_separator = False
+        else:
+            return False
+    return not previous_separator
 
 
 def write_options(bundle: str, options: RuntimeOptions) -> None:
+    import json
+    from dataclasses import asdict
+
     _write_atomic(os.path.join(bundle, OPTIONS_FILE), json.dumps(asdict(options)))
 
 
-def read_options(bundle: str) -> RuntimeOptions:
-    """The options saved at Create; defaults when the file is missing or unreadable."""
+def read_options_raw(bundle: str) -> dict[str, Any]:
+    """options.json as saved at Create; {} when missing or unreadable."""
+    import json
+
     try:
         with open(os.path.join(bundle, OPTIONS_FILE)) as f:
             raw = json.load(f)
     except (OSError, ValueError):
-        return RuntimeOptions()
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def read_options(bundle: str) -> RuntimeOptions:
+    """The options saved at Create; defaults when the file is missing or unreadable."""
+    from dataclasses import fields
+
+    from pyrunc.oci.options import RuntimeOptions
+
     known = {f.name for f in fields(RuntimeOptions)}
-    return RuntimeOptions(**{k: v for k, v in raw.items() if k in known})
+    return RuntimeOptions(**{k: v for k, v in read_options_raw(bundle).items() if k in known})
 
 
 def write_runtime(bundle: str, binary: str) -> None:
@@ -83,6 +98,8 @@ def read_runtime(bundle: str) -> str:
 
 
 def load_spec(bundle: str) -> dict[str, Any]:
+    import json
+
     with open(os.path.join(bundle, "config.json")) as f:
         spec: dict[str, Any] = json.load(f)
     return spec

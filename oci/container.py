@@ -25,8 +25,9 @@ from pyrunc.oci.console import ConsoleIO, ConsoleSocket
 from pyrunc.oci.monitor import Exit, ProcessMonitor
 from pyrunc.oci.mount import Mount, MountError, mount_all, unmount_all
 from pyrunc.oci.mount import check as check_mount
+from pyrunc.oci.options import CheckpointOpts, RuntimeOptions
 from pyrunc.oci.process import Op, Process, State
-from pyrunc.oci.runc import CheckpointOpts, RuncError, read_pid_file, runc_for
+from pyrunc.oci.runc import RuncError, read_pid_file, runc_for
 from pyrunc.oci.stdio import PipeIO, Stdio
 
 log = logging.getLogger("pyrunc.oci")
@@ -61,7 +62,7 @@ class CreateConfig:
     namespace: str
     rootfs: Sequence[Mount]
     stdio: Stdio
-    options: bundles.RuntimeOptions
+    options: RuntimeOptions
     checkpoint: str = ""  # restore from this checkpoint image instead of creating
     parent_checkpoint: str = ""
 

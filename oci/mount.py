@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import errno
 import os
-import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Any
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -79,20 +80,37 @@ class MountError(Exception):
     pass
 
 
-@dataclass(frozen=True)
 class Mount:
-    type: str
-    source: str
-    options: tuple[str, ...] = ()
+    """One rootfs mount as containerd sends it. (A plain class: `delete` imports this module and
+    must not pay for dataclasses.)"""
+
+    __slots__ = ("options", "source", "type")
+
+    def __init__(self, type: str, source: str, options: tuple[str, ...] = ()) -> None:
+        self.type = type
+        self.source = source
+        self.options = tuple(options)
+
+    def __repr__(self) -> str:
+        return f"Mount({self.type!r}, {self.source!r}, {self.options!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mount) and (self.type, self.source, self.options) == (
+            other.type, other.source, other.options)
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.source, self.options))
 
 
-@dataclass(frozen=True)
 class MountPlan:
     """What mount(2) calls one Mount turns into."""
 
-    flags: int
-    propagation: int
-    data: str
+    __slots__ = ("data", "flags", "propagation")
+
+    def __init__(self, flags: int, propagation: int, data: str) -> None:
+        self.flags = flags
+        self.propagation = propagation
+        self.data = data
 
     @property
     def needs_bind_remount(self) -> bool:
@@ -165,7 +183,7 @@ def mount(m: Mount, target: str) -> None:
 
 
 # Filesystem types are plain names; a '/' (a FUSE helper path, say) or anything else is refused.
-_FSTYPE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
+_FSTYPE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
 # Overlay options that name directories: each must be an absolute path that stays put.
 _PATH_OPTIONS = ("lowerdir=", "upperdir=", "workdir=")
 
@@ -177,7 +195,8 @@ def check(m: Mount) -> None:
     mounts from: the type, the source of a bind mount and overlay's directories must be plain,
     absolute and free of '..', and mount-helper options (X-containerd.*, x-*) are not run.
     """
-    if not _FSTYPE.fullmatch(m.type or "none"):
+    fstype = m.type or "none"
+    if len(fstype) > 32 or not fstype[0].isalnum() or not set(fstype) <= _FSTYPE_CHARS:
         raise MountError(f"refusing mount of type {m.type!r}")
     plan = parse_options(m.options)
     if plan.flags & MS_BIND or m.type in ("bind", "rbind"):

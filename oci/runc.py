@@ -9,15 +9,15 @@ log written by the failing invocation is read, so an old error is never reported
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
-from pyrunc.oci.bundle import RuntimeOptions
-from pyrunc.oci.monitor import ProcessMonitor
+TYPE_CHECKING = False  # typing is not imported at run time: `delete` loads this module
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from pyrunc.oci.monitor import ProcessMonitor
+    from pyrunc.oci.options import CheckpointOpts, RuntimeOptions
 
 DEFAULT_RUNC_ROOT = "/run/containerd/runc"
 
@@ -70,16 +70,21 @@ async def read_until_eof(fd: int) -> bytes:
         os.close(fd)
 
 
-@dataclass
 class Runc:
-    """runc for one bundle: `root` is runc's state root (per namespace), `log` its log.json."""
+    """runc for one bundle: `root` is runc's state root (per namespace), `log` its log.json.
 
-    monitor: ProcessMonitor
-    root: str
-    log: str
-    binary: str = "runc"
-    systemd_cgroup: bool = False
-    env: dict[str, str] | None = field(default=None)
+    A plain class, not a dataclass: the `delete` action builds runc's command line from it and
+    must not pay for importing dataclasses.
+    """
+
+    def __init__(self, monitor: ProcessMonitor, root: str, log: str, binary: str = "runc",
+                 systemd_cgroup: bool = False, env: dict[str, str] | None = None) -> None:
+        self.monitor = monitor
+        self.root = root
+        self.log = log
+        self.binary = binary
+        self.systemd_cgroup = systemd_cgroup
+        self.env = env
 
     def argv(self, *args: str) -> list[str]:
         """The command line of `runc <args>` with this client's global options."""
@@ -97,6 +102,8 @@ class Runc:
 
     def last_error(self, since: int = 0) -> str:
         """The last error runc logged after byte offset `since` of its log, or ''."""
+        import json
+
         try:
             with open(self.log, "rb") as f:
                 f.seek(since)
@@ -234,20 +241,24 @@ class Runc:
         await self._run(*args, *opts.args(), id, stdio=stdio)
 
     async def state(self, id: str) -> dict[str, Any]:
+        import json
+
         state: dict[str, Any] = json.loads(await self._run("state", id))
         return state
 
     async def ps(self, id: str) -> list[int]:
+        import json
+
         pids = json.loads(await self._run("ps", "--format", "json", id))
         return [int(p) for p in pids or []]
 
 
 def runc_for(bundle: str, namespace: str, options: RuntimeOptions,
-             monitor: ProcessMonitor | None) -> Runc:
+             monitor: ProcessMonitor) -> Runc:
     """runc as containerd's shims run it for a bundle: state under <root>/<namespace>, errors
     logged as JSON to <bundle>/log.json."""
     return Runc(
-        monitor=monitor,  # type: ignore[arg-type]  # None: only argv() may be used
+        monitor=monitor,
         root=os.path.join(options.root or DEFAULT_RUNC_ROOT, namespace),
         log=os.path.join(bundle, "log.json"),
         binary=options.binary_name or "runc",
@@ -255,44 +266,13 @@ def runc_for(bundle: str, namespace: str, options: RuntimeOptions,
     )
 
 
-@dataclass(frozen=True)
-class CheckpointOpts:
-    """What `runc checkpoint` and `runc restore` are told about CRIU's job."""
-
-    image_path: str
-    work_path: str = ""
-    exit: bool = False  # checkpoint only: stop the container afterwards
-    open_tcp: bool = False
-    external_unix_sockets: bool = False
-    terminal: bool = False
-    file_locks: bool = False
-    empty_namespaces: tuple[str, ...] = ()
-    cgroups_mode: str = ""
-
-    def args(self) -> list[str]:
-        args = ["--image-path", self.image_path]
-        if self.work_path:
-            args += ["--work-path", self.work_path]
-        if self.open_tcp:
-            args.append("--tcp-established")
-        if self.external_unix_sockets:
-            args.append("--ext-unix-sk")
-        if self.terminal:
-            args.append("--shell-job")
-        if self.file_locks:
-            args.append("--file-locks")
-        for ns in self.empty_namespaces:
-            args += ["--empty-ns", ns]
-        if self.cgroups_mode:
-            args += ["--manage-cgroups-mode", self.cgroups_mode]
-        return args
-
-
 def _input_pipe(data: bytes) -> int:
     """A pipe holding data (small: it must fit the pipe buffer), for a child's stdin."""
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
         if len(data) > 65536:
+            import fcntl
+
             fcntl.fcntl(w, 1031, len(data))  # F_SETPIPE_SZ
         os.write(w, data)
     finally:

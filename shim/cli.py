@@ -11,10 +11,13 @@ everything else (help, versions, mistakes) goes to click, built from the same ta
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from typing import Any
 
 from pyrunc.shim import __version__
+
+TYPE_CHECKING = False  # typing is not imported at run time: start and delete are hot
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 RUNTIME_NAME = "io.containerd.pyrunc.v1"
 
@@ -95,6 +98,7 @@ def main() -> None:
 
 
 def _click_command() -> Any:
+
     import click
 
     def callback(**values: Any) -> None:

@@ -12,21 +12,19 @@ rootfs, and prints a binary DeleteResponse (exit status 137, as the Go shim repo
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import errno
-import hashlib
-import logging
 import os
 import posixpath
-import signal
-import socket
 import sys
 import time
 
 from pyrunc.oci import bundle as bundles
 
-log = logging.getLogger("pyrunc.manager")
+# These two actions run for every container, so they import as little as they can: no logging,
+# typing, dataclasses, asyncio or protobuf; socket and hashlib only where needed.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
 
 SOCKET_DIR = "/run/containerd/s"
 MAX_SOCKET_PATH = 106  # sun_path is 108 bytes with its NUL; Go refuses longer than 106
@@ -37,7 +35,28 @@ SIGKILL_STATUS = 128 + 9
 def socket_address(containerd_address: str, namespace: str, group: str) -> str:
     """`unix:///run/containerd/s/<sha256 of address/namespace/group>`, as the Go shim names it."""
     joined = posixpath.normpath(posixpath.join(containerd_address, namespace, group))
-    return f"unix://{SOCKET_DIR}/{hashlib.sha256(joined.encode()).hexdigest()}"
+    return f"unix://{SOCKET_DIR}/{sha256_hex(joined.encode())}"
+
+
+def sha256_hex(data: bytes) -> str:
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found]  # cheaper than hashlib
+    except ImportError:
+        from hashlib import sha256
+    return str(sha256(data).hexdigest())
+
+
+def _warn(message: str) -> None:
+    """delete's warnings: containerd logs its stderr. (start must print nothing but the
+    address: containerd reads its combined output as the address.)"""
+    print(f"pyrunc: {message}", file=sys.stderr)
+
+
+def _unlink(path: str) -> None:
+    try:  # noqa: SIM105 -- contextlib is one more import on the hot path
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def path_of(address: str) -> str:
@@ -48,6 +67,8 @@ def bind_socket(path: str) -> socket.socket:
     """A listening unix socket file, mode 0600 from the start (never an abstract socket)."""
     if len(path.encode()) > MAX_SOCKET_PATH:
         raise OSError(errno.ENAMETOOLONG, f"socket path {path!r} is longer than {MAX_SOCKET_PATH}")
+    import socket
+
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
@@ -64,6 +85,8 @@ def bind_socket(path: str) -> socket.socket:
 
 
 def can_connect(path: str, timeout: float = 1.0) -> bool:
+    import socket
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(timeout)
         try:
@@ -100,23 +123,21 @@ def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: st
             write_address(bundle, shim_address)
             print(shim_address, flush=True)
             return 0
+        options = _read_start_options()
         try:
             write_address(bundle, shim_address)
             child = _start_shim(listener, namespace=namespace, id=id, address=address,
-                                debug=debug)
+                                debug=debug, options=options)
         except BaseException:
             listener.close()
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            _unlink(path)
             raise
         listener.close()
         try:
             _adjust_oom_score(child)
-            _apply_start_options(child)
         except BaseException:
-            os.kill(child, signal.SIGKILL)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            os.kill(child, 9)  # SIGKILL, without importing signal
+            _unlink(path)
             raise
     except (OSError, ValueError) as e:
         print(f"pyrunc start {id}: {e}", flush=True)
@@ -138,22 +159,27 @@ def _listen_or_join(path: str) -> socket.socket | None:
 
 
 def _start_shim(listener: socket.socket, *, namespace: str, id: str, address: str,
-                debug: bool) -> int:
-    """Fork the shim from the node's warm parent; without one, spawn it the slow way and
-    start a warm parent for the next containers."""
+                debug: bool, options: bytes) -> int:
+    """Fork the shim from the node's warm parent (which also applies the runtime options);
+    without one, spawn it the slow way and start a warm parent for the next containers."""
     from pyrunc.shim import warm
 
-    pid = warm.request_shim(
-        listener, {"namespace": namespace, "id": id, "address": address, "debug": debug})
+    pid = warm.request_shim(listener, {"namespace": namespace, "id": id, "address": address,
+                                       "debug": debug, "options": options.hex()})
     if pid is None:
         pid = _spawn_shim(listener, namespace=namespace, id=id, address=address, debug=debug)
+        try:
+            apply_start_options(pid, options)
+        except BaseException:
+            os.kill(pid, 9)
+            raise
         warm.spawn_warm_parent()
     return pid
 
 
 def _spawn_shim(listener: socket.socket, *, namespace: str, id: str, address: str,
                 debug: bool) -> int:
-    from pyrunc.shim.reaper import spawn
+    from pyrunc.shim.spawn import spawn
 
     argv = [sys.executable, "-I", "-m", "pyrunc.shim",
             "-namespace", namespace, "-id", id, "-address", address]
@@ -164,12 +190,16 @@ def _spawn_shim(listener: socket.socket, *, namespace: str, id: str, address: st
     return spawn(argv, extra_fds=[listener.fileno()], setsid=True)
 
 
-def _apply_start_options(pid: int) -> None:
-    """containerd hands the runtime options to `start` on stdin (a binary Any); the one that
-    acts here is shim_cgroup: the long-running shim is moved into it."""
+def _read_start_options() -> bytes:
+    """containerd hands the runtime options to `start` on stdin, as a binary Any."""
     if sys.stdin is None or sys.stdin.isatty():
-        return
-    data = sys.stdin.buffer.read()
+        return b""
+    return sys.stdin.buffer.read()
+
+
+def apply_start_options(pid: int, data: bytes) -> None:
+    """The runtime option that acts on the shim itself: shim_cgroup, which it is moved into.
+    Raises ValueError for options that do not decode."""
     if not data:
         return
     from google.protobuf import any_pb2
@@ -211,8 +241,8 @@ def _adjust_oom_score(pid: int) -> None:
             score = int(f.read().strip())
         with open(f"/proc/{pid}/oom_score_adj", "w") as f:
             f.write(str(min(score + 1, 1000)))
-    except (OSError, ValueError) as e:
-        log.warning("adjust oom score of shim %d: %s", pid, e)
+    except (OSError, ValueError) as e:  # as the Go shim: start fails
+        raise OSError(f"failed to adjust OOM score for shim {pid}: {e}") from e
 
 
 def _remove_dead_socket(bundle: str) -> None:
@@ -224,8 +254,7 @@ def _remove_dead_socket(bundle: str) -> None:
     except OSError:
         return
     if path.startswith(SOCKET_DIR + "/") and os.path.exists(path) and not can_connect(path):
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        _unlink(path)
 
 
 def delete(*, namespace: str, id: str, bundle: str, debug: bool) -> int:
@@ -236,30 +265,33 @@ def delete(*, namespace: str, id: str, bundle: str, debug: bool) -> int:
     it still has state for the container, and the response is encoded by hand.
     """
     from pyrunc.oci.mount import MountError, unmount_all
-    from pyrunc.oci.runc import read_pid_file, runc_for
+    from pyrunc.oci.runc import DEFAULT_RUNC_ROOT, Runc, read_pid_file
 
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="pyrunc delete: %(message)s")
     bundle = bundle or os.getcwd()
     try:
         bundles.validate_id("container", id)
     except ValueError as e:
         print(f"pyrunc delete: {e}", file=sys.stderr)
         return 1
-    options = bundles.read_options(bundle)
-    binary = bundles.read_runtime(bundle) or options.binary_name or "runc"
-    runc = runc_for(bundle, namespace, dataclasses.replace(options, binary_name=binary), None)
+    saved = bundles.read_options_raw(bundle)
+    runc = Runc(
+        monitor=None,  # type: ignore[arg-type]  # only its command line is used here
+        root=os.path.join(saved.get("root") or DEFAULT_RUNC_ROOT, namespace),
+        log=os.path.join(bundle, "log.json"),
+        binary=bundles.read_runtime(bundle) or saved.get("binary_name") or "runc",
+        systemd_cgroup=bool(saved.get("systemd_cgroup")),
+    )
     if not os.path.isdir(bundle):
         runc.log = os.devnull  # a half-made or removed bundle: runc may still know the id
     if os.path.exists(os.path.join(runc.root, id)):
         status, output = _run(runc.argv("delete", "--force", id))
         if status != 0:
-            log.warning("failed to remove runc container %s: %s", id,
-                        runc.last_error() or output or f"exit status {status}")
+            _warn(f"failed to remove runc container {id}: "
+                  f"{runc.last_error() or output or f'exit status {status}'}")
     try:
         unmount_all(os.path.join(bundle, "rootfs"))
     except MountError as e:
-        log.warning("failed to clean up rootfs mount of %s: %s", id, e)
+        _warn(f"failed to clean up rootfs mount of {id}: {e}")
     _remove_dead_socket(bundle)
     pid = read_pid_file(os.path.join(bundle, bundles.INIT_PID_FILE))
     sys.stdout.buffer.write(encode_delete_response(pid, SIGKILL_STATUS, time.time_ns()))
@@ -270,7 +302,7 @@ def delete(*, namespace: str, id: str, bundle: str, debug: bool) -> int:
 def _run(argv: list[str]) -> tuple[int, str]:
     """Run a command to completion (the delete action's only child) and return its status and
     output."""
-    from pyrunc.shim.reaper import exit_status, spawn
+    from pyrunc.shim.spawn import exit_status, spawn
 
     r, w = os.pipe2(os.O_CLOEXEC)
     try:

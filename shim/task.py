@@ -32,8 +32,8 @@ from pyrunc.oci.cgroups import Cgroup, CgroupError, OOMWatcher, cgroup_for_pid
 from pyrunc.oci.container import Container, ContainerError, CreateConfig, ExecProcess
 from pyrunc.oci.monitor import ProcessMonitor
 from pyrunc.oci.mount import Mount
+from pyrunc.oci.options import CheckpointOpts, RuntimeOptions
 from pyrunc.oci.process import Process, State, StateError
-from pyrunc.oci.runc import CheckpointOpts
 from pyrunc.oci.stdio import Stdio
 from pyrunc.protos import (
     events_pb2,
@@ -77,7 +77,7 @@ def _type_name(value: Any) -> str:
     return str(value.type_url).rsplit("/", 1)[-1]
 
 
-def runtime_options(any_options: Any) -> bundles.RuntimeOptions:
+def runtime_options(any_options: Any) -> RuntimeOptions:
     """The runc options of a CreateTaskRequest (or of `start`'s stdin).
 
     containerd.runc.v1.Options is what runc-named runtimes get; Go clients send the legacy
@@ -86,12 +86,12 @@ def runtime_options(any_options: Any) -> bundles.RuntimeOptions:
     as containerd's runc options (BinaryName, Root, SystemdCgroup, ...).
     """
     if not any_options.type_url:
-        return bundles.RuntimeOptions()
+        return RuntimeOptions()
     name = _type_name(any_options)
     try:
         if name == "containerd.runc.v1.Options":
             o = runc_options_pb2.Options.FromString(any_options.value)
-            return bundles.RuntimeOptions(
+            return RuntimeOptions(
                 no_pivot_root=o.no_pivot_root, no_new_keyring=o.no_new_keyring,
                 shim_cgroup=o.shim_cgroup, io_uid=o.io_uid, io_gid=o.io_gid,
                 binary_name=o.binary_name, root=o.root, criu_path=o.criu_path,
@@ -100,13 +100,13 @@ def runtime_options(any_options: Any) -> bundles.RuntimeOptions:
             )
         if name == "containerd.linux.runc.CreateOptions":
             c = runctypes_pb2.CreateOptions.FromString(any_options.value)
-            return bundles.RuntimeOptions(
+            return RuntimeOptions(
                 no_pivot_root=c.no_pivot_root, no_new_keyring=c.no_new_keyring,
                 shim_cgroup=c.shim_cgroup, io_uid=c.io_uid, io_gid=c.io_gid,
             )
         if name == "containerd.linux.runc.RuncOptions":
             r = runctypes_pb2.RuncOptions.FromString(any_options.value)
-            return bundles.RuntimeOptions(
+            return RuntimeOptions(
                 binary_name=r.runtime, root=r.runtime_root, criu_path=r.criu_path,
                 systemd_cgroup=r.systemd_cgroup,
             )
@@ -117,7 +117,7 @@ def runtime_options(any_options: Any) -> bundles.RuntimeOptions:
     raise status.invalid_argument(f"unsupported runtime options type {any_options.type_url!r}")
 
 
-def _config_file_options(value: bytes) -> bundles.RuntimeOptions:
+def _config_file_options(value: bytes) -> RuntimeOptions:
     """The runc options in a runtime config file: TOML with containerd's key names."""
     options = runtimeoptions_pb2.Options.FromString(value)
     body, path = options.config_body, options.config_path
@@ -128,7 +128,7 @@ def _config_file_options(value: bytes) -> bundles.RuntimeOptions:
         except OSError as e:
             raise status.invalid_argument(f"runtime config {path}: {e.strerror}") from e
     if not body:
-        return bundles.RuntimeOptions()
+        return RuntimeOptions()
     try:
         config = tomllib.loads(body.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -139,12 +139,12 @@ def _config_file_options(value: bytes) -> bundles.RuntimeOptions:
             f"runtime config {path or '(body)'}: unknown keys {', '.join(unknown)}"
         )
     try:
-        return bundles.RuntimeOptions(**{_CONFIG_KEYS[k]: v for k, v in config.items()})
+        return RuntimeOptions(**{_CONFIG_KEYS[k]: v for k, v in config.items()})
     except TypeError as e:
         raise status.invalid_argument(f"runtime config {path or '(body)'}: {e}") from e
 
 
-def checkpoint_options(path: str, any_options: Any, defaults: bundles.RuntimeOptions
+def checkpoint_options(path: str, any_options: Any, defaults: RuntimeOptions
                        ) -> CheckpointOpts:
     """CheckpointTaskRequest's options: containerd.runc.v1.CheckpointOptions, or the legacy
     containerd.linux.runc one (whose image_path and work_path numbers are swapped)."""
@@ -194,13 +194,13 @@ class TaskService:
         publisher: Publisher,
         monitor: ProcessMonitor,
         on_shutdown: Callable[[], None],
-        default_options: bundles.RuntimeOptions | None = None,
+        default_options: RuntimeOptions | None = None,
     ) -> None:
         self.namespace = namespace
         self.publisher = publisher
         self.monitor = monitor
         self.on_shutdown = on_shutdown
-        self.default_options = default_options or bundles.RuntimeOptions()
+        self.default_options = default_options or RuntimeOptions()
         self.containers: dict[str, Container] = {}
         self.cgroups: dict[str, Cgroup] = {}
         self._watchers: set[asyncio.Task[None]] = set()

@@ -19,19 +19,16 @@ left exits.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
-import gc
-import hashlib
 import json
 import os
-import signal
 import socket
 import sys
-import time
-from collections.abc import Mapping
-from typing import Any
+
+# `start` imports this module for request_shim(): what only the parent needs is imported there.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 WARM_DIR = "/run/pyrunc"
 IDLE_EXIT = 300.0  # seconds without a fork and without a living child
@@ -41,13 +38,14 @@ MAX_REQUEST = 1 << 20
 def identity() -> str:
     """A short hash naming the installed code and interpreter this process runs."""
     import pyrunc.shim as package
+    from pyrunc.shim.manager import sha256_hex
 
     here = os.path.dirname(os.path.abspath(package.__file__ or "."))
     stamp = [sys.executable]
     for name in sorted(os.listdir(here)):
         if name.endswith(".py"):
             stamp.append(f"{name}:{os.stat(os.path.join(here, name)).st_mtime_ns}")
-    return hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:16]
+    return sha256_hex("\n".join(stamp).encode())[:16]
 
 
 def socket_path(ident: str | None = None) -> str:
@@ -60,7 +58,8 @@ def socket_path(ident: str | None = None) -> str:
 def request_shim(listener: socket.socket, args: Mapping[str, Any], *,
                  path: str | None = None, timeout: float = 5.0) -> int | None:
     """Ask the warm parent for a shim serving `listener`; its pid, or None if no warm parent
-    answers (then the caller starts one the slow way)."""
+    answers (then the caller starts one the slow way). Raises ValueError with the parent's
+    reason when it refuses (runtime options that do not decode, a shim cgroup that is not)."""
     path = path or socket_path()
     request = json.dumps({"args": dict(args), "cwd": os.getcwd(), "env": dict(os.environ)})
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
@@ -72,28 +71,41 @@ def request_shim(listener: socket.socket, args: Mapping[str, Any], *,
         except OSError:
             return None
     try:
-        pid = int(json.loads(reply)["pid"])
-    except (ValueError, KeyError, TypeError):
+        answer = json.loads(reply)
+        if answer.get("error"):
+            raise ValueError(str(answer["error"]))
+        pid = int(answer["pid"])
+    except (KeyError, TypeError, AttributeError):
+        return None
+    except json.JSONDecodeError:
         return None
     return pid if pid > 0 else None
 
 
 def spawn_warm_parent() -> None:
     """Start a warm parent in the background, detached, with a clean environment."""
-    from pyrunc.shim.reaper import spawn
+    from pyrunc.shim.spawn import spawn
 
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
     # The padding argument is room for the forked shims' process titles, which overwrite the
     # memory of the command line: `ps` then shows each shim like one containerd started.
     argv = [sys.executable, "-I", "-m", "pyrunc.shim.warm", "--title-space=" + "_" * 400]
-    with contextlib.suppress(OSError):
+    try:  # noqa: SIM105 -- contextlib is one more import on start's path
         spawn(argv, env=env, setsid=True)
+    except OSError:
+        pass  # shims are started the slow way meanwhile
 
 
 # --- the parent ----------------------------------------------------------------------------
 
 
 def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
+    import contextlib
+    import fcntl
+    import gc
+    import signal
+    import time
+
     # Everything a shim imports, imported once here.
     import prctl
 
@@ -139,12 +151,17 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
                 creds = peer_credentials(conn)
                 if not credentials_allowed(creds, uid=os.geteuid(), gid=os.getegid()):
                     continue
-                pid = _fork_shim(conn, listener, lock)
+                try:
+                    pid = _fork_shim(conn, listener, lock)
+                    answer: dict[str, Any] = {"pid": pid}
+                except ValueError as e:
+                    answer = {"pid": 0, "error": str(e)}
+                    pid = 0
                 if pid:
                     children.add(pid)
                     last_fork = time.monotonic()
                 with contextlib.suppress(OSError):
-                    conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+                    conn.sendall(json.dumps(answer).encode() + b"\n")
     finally:
         for leftover in (path, path + ".lock"):
             with contextlib.suppress(OSError):
@@ -168,6 +185,8 @@ def _alive(pid: int) -> bool:
 
 def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
     """Read one request and fork its shim; the child never returns from here."""
+    import signal
+
     conn.settimeout(5.0)
     try:
         data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 4)
@@ -180,9 +199,20 @@ def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
             os.close(fd)
         return 0
     shim_listener = fds[0]
+    try:
+        options = bytes.fromhex(args.get("options") or "")
+    except ValueError:
+        options = b"\0"  # undecodable: apply_start_options says so
     pid = os.fork()
     if pid:
         os.close(shim_listener)
+        from pyrunc.shim.manager import apply_start_options
+
+        try:
+            apply_start_options(pid, options)
+        except (OSError, ValueError) as e:
+            os.kill(pid, signal.SIGKILL)
+            raise ValueError(str(e)) from e
         return pid
     # The child: become the shim, and never come back into the parent's loop.
     code = 1
@@ -216,6 +246,8 @@ def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
 
 
 def main() -> None:
+    import errno
+
     try:
         sys.exit(serve())
     except OSError as e:

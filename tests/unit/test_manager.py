@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pyrunc.oci import bundle
+from pyrunc.oci.options import RuntimeOptions
 from pyrunc.shim.manager import bind_socket, can_connect, socket_address, write_address
 
 
@@ -76,8 +77,8 @@ def test_pid_namespace_of_its_own() -> None:
 
 
 def test_options_round_trip_and_survive_a_missing_file(tmp_path: Path) -> None:
-    assert bundle.read_options(str(tmp_path)) == bundle.RuntimeOptions()
-    options = bundle.RuntimeOptions(binary_name="crun", root="/r", systemd_cgroup=True)
+    assert bundle.read_options(str(tmp_path)) == RuntimeOptions()
+    options = RuntimeOptions(binary_name="crun", root="/r", systemd_cgroup=True)
     bundle.write_options(str(tmp_path), options)
     assert bundle.read_options(str(tmp_path)) == options
 
@@ -104,19 +105,19 @@ def test_runtime_options_from_each_kind_of_client() -> None:
     def packed(message: object, type_url: str) -> any_pb2.Any:
         return any_pb2.Any(type_url=type_url, value=message.SerializeToString())  # type: ignore[attr-defined]
 
-    assert runtime_options(any_pb2.Any()) == bundle.RuntimeOptions()
+    assert runtime_options(any_pb2.Any()) == RuntimeOptions()
     runc = packed(runc_options_pb2.Options(binary_name="crun", root="/r", io_uid=7),
                   "containerd.runc.v1.Options")
-    assert runtime_options(runc) == bundle.RuntimeOptions(binary_name="crun", root="/r", io_uid=7)
+    assert runtime_options(runc) == RuntimeOptions(binary_name="crun", root="/r", io_uid=7)
     prefixed = packed(runc_options_pb2.Options(no_pivot_root=True),
                       "type.googleapis.com/containerd.runc.v1.Options")
     assert runtime_options(prefixed).no_pivot_root
     legacy = packed(runctypes_pb2.RuncOptions(runtime="runc2", systemd_cgroup=True),
                     "containerd.linux.runc.RuncOptions")
-    assert runtime_options(legacy) == bundle.RuntimeOptions(binary_name="runc2",
+    assert runtime_options(legacy) == RuntimeOptions(binary_name="runc2",
                                                            systemd_cgroup=True)
     cri = any_pb2.Any(type_url="runtimeoptions.v1.Options", value=b"\n\x03abc")
-    assert runtime_options(cri) == bundle.RuntimeOptions()
+    assert runtime_options(cri) == RuntimeOptions()
     with pytest.raises(TTRPCError) as refused:
         runtime_options(any_pb2.Any(type_url="example.Unknown"))
     assert refused.value.code == 3

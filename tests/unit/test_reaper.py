@@ -6,7 +6,8 @@ import asyncio
 import os
 import signal
 
-from pyrunc.shim.reaper import Reaper, exit_status
+from pyrunc.shim.reaper import Reaper
+from pyrunc.shim.spawn import exit_status
 
 
 def test_exit_status_is_the_shells() -> None:

@@ -1,0 +1,75 @@
+"""Starting child processes with posix_spawn, and reading their wait status.
+
+Kept apart from the reaper so that the short-lived `start` and `delete` actions can start a
+process without loading the reaper's event-loop machinery.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+
+def exit_status(wait_status: int) -> int:
+    """As a shell reports it: the exit code, or 128 + the signal that killed the process."""
+    if os.WIFSIGNALED(wait_status):
+        return 128 + os.WTERMSIG(wait_status)
+    if os.WIFEXITED(wait_status):
+        return os.WEXITSTATUS(wait_status)
+    return 255
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    stdin: int | None = None,
+    stdout: int | None = None,
+    stderr: int | None = None,
+    env: Mapping[str, str] | None = None,
+    extra_fds: Sequence[int] = (),
+    setsid: bool = False,
+) -> int:
+    """posix_spawn with fds 0-2 from the arguments (None: /dev/null) and extra_fds as 3, 4, ….
+
+    Every other fd stays behind: Python opens them close-on-exec. The child starts with default
+    signal dispositions and an empty signal mask, whatever the shim set for itself.
+    """
+    wanted: list[tuple[int, int | None]] = [(0, stdin), (1, stdout), (2, stderr)]
+    wanted += [(3 + i, fd) for i, fd in enumerate(extra_fds)]
+    # Copy every source above all targets first, so that one dup2 never overwrites a source
+    # that another still has to copy from.
+    floor = len(wanted) + 10
+    dups: list[int] = []
+    actions: list[tuple[int, int, int] | tuple[int, int, str, int, int]] = []
+    try:
+        for target, fd in wanted:
+            if fd is None:
+                actions.append((os.POSIX_SPAWN_OPEN, target, os.devnull, os.O_RDWR, 0))
+            else:
+                dup = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor)
+                dups.append(dup)
+                actions.append((os.POSIX_SPAWN_DUP2, dup, target))
+        return os.posix_spawnp(
+            argv[0],
+            list(argv),
+            dict(os.environ if env is None else env),
+            file_actions=actions,
+            setsid=setsid,
+            setsigdef=_DEFAULT_SIGNALS,
+            setsigmask=(),
+        )
+    finally:
+        for dup in dups:
+            os.close(dup)
+
+
+# Signals reset to their default action in children (Python ignores SIGPIPE, for one). glibc
+# keeps 32 and 33 for itself, and real-time signals are never ignored by the shim.
+_DEFAULT_SIGNALS = tuple(
+    s for s in range(1, 32) if s not in (signal.SIGKILL, signal.SIGSTOP)
+)
