@@ -66,13 +66,21 @@ def write_options(bundle: str, options: RuntimeOptions) -> None:
 
 
 def read_options_raw(bundle: str) -> dict[str, Any]:
-    """options.json as saved at Create; {} when missing or unreadable."""
+    """options.json as saved at Create; {} when missing, unreadable, or holding only defaults
+    (the common case: then the file is not even parsed)."""
+    try:
+        with open(os.path.join(bundle, OPTIONS_FILE), "rb") as f:
+            data = f.read()
+    except OSError:
+        return {}
+    if b'"root": ""' in data and b'"binary_name": ""' in data and (
+            b'"systemd_cgroup": false' in data):
+        return {}
     import json
 
     try:
-        with open(os.path.join(bundle, OPTIONS_FILE)) as f:
-            raw = json.load(f)
-    except (OSError, ValueError):
+        raw = json.loads(data)
+    except ValueError:
         return {}
     return raw if isinstance(raw, dict) else {}
 
@@ -112,6 +120,18 @@ def has_own_pid_namespace(spec: dict[str, Any]) -> bool:
         if ns.get("type") == "pid" and not ns.get("path"):
             return True
     return False
+
+
+def group_of_bundle(bundle: str, container_id: str) -> str:
+    """group_id of the bundle's spec, without parsing it when no grouping annotation appears
+    in it at all (the common case, on the path of every container start)."""
+    with open(os.path.join(bundle, "config.json"), "rb") as f:
+        raw = f.read()
+    if not any(key.encode() in raw for key in GROUP_ANNOTATIONS):
+        return container_id
+    import json
+
+    return group_id(json.loads(raw), container_id)
 
 
 def group_id(spec: dict[str, Any], container_id: str) -> str:

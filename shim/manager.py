@@ -112,7 +112,7 @@ def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: st
         if not namespace:
             raise ValueError("-namespace is required")
         try:
-            group = bundles.group_id(bundles.load_spec(bundle), id)
+            group = bundles.group_of_bundle(bundle, id)
         except (OSError, ValueError):
             group = id
         bundles.validate_id("group", group)
@@ -164,8 +164,8 @@ def _start_shim(listener: socket.socket, *, namespace: str, id: str, address: st
     without one, spawn it the slow way and start a warm parent for the next containers."""
     from pyrunc.shim import warm
 
-    pid = warm.request_shim(listener, {"namespace": namespace, "id": id, "address": address,
-                                       "debug": debug, "options": options.hex()})
+    pid = warm.request_shim(listener, namespace=namespace, id=id, address=address, debug=debug,
+                            options=options)
     if pid is None:
         pid = _spawn_shim(listener, namespace=namespace, id=id, address=address, debug=debug)
         try:

@@ -61,3 +61,47 @@ def test_delete_response_is_encoded_as_protobuf_would(pid: int, status: int, ns:
     encoded = encode_delete_response(pid, status, ns)
     assert shim_pb2.DeleteResponse.FromString(encoded) == expected
     assert encoded == expected.SerializeToString()
+
+
+def test_warm_requests_round_trip() -> None:
+    from pyrunc.shim.warm import decode_request, encode_request
+
+    env = {"PATH": "/usr/bin:/bin", "TTRPC_ADDRESS": "/run/c.sock.ttrpc", "EMPTY": "",
+           "WITH=EQUALS": "a=b"}
+    data = encode_request("k8s.io", "c1", "/run/containerd/containerd.sock", True,
+                          b"\x0a\x03any", "/run/bundle", env)
+    args, cwd, decoded_env = decode_request(data)
+    assert args == {"namespace": "k8s.io", "id": "c1",
+                    "address": "/run/containerd/containerd.sock", "debug": True,
+                    "options": b"\x0a\x03any"}
+    assert cwd == "/run/bundle"
+    assert decoded_env == {"PATH": "/usr/bin:/bin", "TTRPC_ADDRESS": "/run/c.sock.ttrpc",
+                           "EMPTY": "", "WITH": "EQUALS=a=b"}  # the first '=' splits, as in C
+
+
+@pytest.mark.parametrize("garbage", [b"", b"{}", b"pyrunc-warm-0\0a\0b\0c\0\0\0/", b"\xff" * 9])
+def test_anything_else_is_not_a_warm_request(garbage: bytes) -> None:
+    from pyrunc.shim.warm import decode_request
+
+    with pytest.raises(ValueError):
+        decode_request(garbage)
+
+
+def test_bundle_files_are_parsed_only_when_they_hold_something(tmp_path: object) -> None:
+    import json
+    from pathlib import Path
+
+    from pyrunc.oci import bundle
+    from pyrunc.oci.options import RuntimeOptions
+
+    path = Path(str(tmp_path))
+    (path / "config.json").write_text(json.dumps({"annotations": {"x": "y"}}))
+    assert bundle.group_of_bundle(str(path), "c1") == "c1"
+    (path / "config.json").write_text(json.dumps(
+        {"annotations": {"io.kubernetes.cri.sandbox-id": "pod-1"}}))
+    assert bundle.group_of_bundle(str(path), "c1") == "pod-1"
+    bundle.write_options(str(path), RuntimeOptions())
+    assert bundle.read_options_raw(str(path)) == {}
+    bundle.write_options(str(path), RuntimeOptions(root="/r"))
+    assert bundle.read_options_raw(str(path))["root"] == "/r"
+    assert bundle.read_options(str(path)) == RuntimeOptions(root="/r")
