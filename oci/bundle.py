@@ -7,7 +7,6 @@ that the `delete` command can find runc's root later), `runtime` (the runc binar
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 TYPE_CHECKING = False  # typing is not imported at run time: `start` and `delete` load this
@@ -100,9 +99,11 @@ def write_runtime(bundle: str, binary: str) -> None:
 
 
 def read_runtime(bundle: str) -> str:
-    with contextlib.suppress(OSError), open(os.path.join(bundle, RUNTIME_FILE)) as f:
-        return f.read().strip()
-    return ""
+    try:
+        with open(os.path.join(bundle, RUNTIME_FILE)) as f:
+            return f.read().strip()
+    except OSError:  # (no contextlib: start and delete import this module)
+        return ""
 
 
 def load_spec(bundle: str) -> dict[str, Any]:
