@@ -19,9 +19,7 @@ def running(containerd: Containerd, runtime: str):  # type: ignore[no-untyped-de
     id = unique_id("exec")
     containerd.ctr("run", "-d", "--runtime", runtime, IMAGE, id, "sleep", "600")
     yield id
-    containerd.ctr("task", "kill", "-s", "SIGKILL", id, check=False)
-    containerd.ctr("task", "delete", id, check=False, timeout=30)
-    containerd.ctr("container", "rm", id, check=False)
+    containerd.remove(id)
 
 
 def exec_(ctd: Containerd, id: str, *args: str, exec_id: str = "",
@@ -79,16 +77,12 @@ def test_exec_into_a_stopped_container_is_refused(containerd: Containerd, runtim
     id = unique_id("stopped")
     containerd.ctr("run", "-d", "--runtime", runtime, IMAGE, id, "true")
     try:
-        deadline = time.monotonic() + 10
-        while not any(t.id == id and t.status == "STOPPED" for t in containerd.tasks()):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        containerd.wait_for_status(id, "STOPPED")
         result = exec_(containerd, id, "true")
         assert result.returncode != 0
         assert b"stopped" in result.stderr
     finally:
-        containerd.ctr("task", "delete", id, check=False, timeout=30)
-        containerd.ctr("container", "rm", id, check=False)
+        containerd.remove(id)
 
 
 def test_exec_exits_are_published_before_the_init_exit(containerd: Containerd) -> None:
@@ -108,5 +102,4 @@ def test_exec_exits_are_published_before_the_init_exit(containerd: Containerd) -
         assert sorted(exits[:-1]) == sorted(exec_ids)
         assert exits[-1] == id
     finally:
-        containerd.ctr("task", "delete", id, check=False, timeout=30)
-        containerd.ctr("container", "rm", id, check=False)
+        containerd.remove(id)

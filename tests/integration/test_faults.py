@@ -30,14 +30,8 @@ def run_detached(ctd: Containerd, *args: str, annotations: dict[str, str] | None
     return id
 
 
-def remove(ctd: Containerd, id: str) -> None:
-    ctd.ctr("task", "kill", "-s", "SIGKILL", id, check=False)
-    ctd.ctr("task", "delete", id, check=False, timeout=30)
-    ctd.ctr("container", "rm", id, check=False)
 
 
-def status_of(ctd: Containerd, id: str) -> str | None:
-    return next((t.status for t in ctd.tasks() if t.id == id), None)
 
 
 def wait_until(predicate, timeout: float = 15, what: str = "") -> None:  # type: ignore[no-untyped-def]
@@ -64,14 +58,14 @@ def test_containers_survive_a_containerd_restart(containerd: Containerd, how: st
     try:
         before = shim_pid(containerd, id)
         containerd.restart(kill=how == "kill")
-        assert status_of(containerd, id) == "RUNNING"
+        assert containerd.status(id) == "RUNNING"
         assert shim_pid(containerd, id) == before
         result = containerd.ctr("task", "exec", "--exec-id", "after", id, "echo", "still here")
         assert result.stdout == b"still here\n"
         containerd.ctr("task", "kill", "-s", "SIGKILL", id)
-        wait_until(lambda: status_of(containerd, id) == "STOPPED", what="STOPPED")
+        containerd.wait_for_status(id, "STOPPED")
     finally:
-        remove(containerd, id)
+        containerd.remove(id)
 
 
 def test_exit_while_containerd_is_down_is_reported_after(containerd: Containerd) -> None:
@@ -79,14 +73,14 @@ def test_exit_while_containerd_is_down_is_reported_after(containerd: Containerd)
     try:
         containerd.restart(down_for=2.5)  # the exit happens while containerd is away
         with event_log(containerd) as events:
-            wait_until(lambda: status_of(containerd, id) == "STOPPED", what="STOPPED")
+            containerd.wait_for_status(id, "STOPPED")
             events.wait_for(id, "/tasks/exit", timeout=15)  # queued by the shim, then delivered
             exit = next(e for t, e in events.events if t == "/tasks/exit")
         assert exit["exit_status"] == 7
         deleted = containerd.ctr("task", "delete", id)
         assert b"exit code 7" in deleted.stderr
     finally:
-        remove(containerd, id)
+        containerd.remove(id)
 
 
 def test_output_written_while_nobody_reads_is_kept(containerd: Containerd) -> None:
@@ -110,7 +104,7 @@ def test_output_written_while_nobody_reads_is_kept(containerd: Containerd) -> No
             attach.kill()
             attach.wait()
     finally:
-        remove(containerd, id)
+        containerd.remove(id)
 
 
 # --- a shim killed outright ----------------------------------------------------------------
@@ -129,9 +123,9 @@ def test_a_killed_shim_is_cleaned_up_by_delete(containerd: Containerd) -> None:
         assert exit["exit_status"] == 137
         wait_until(lambda: not os.path.exists(f"/proc/{init}"), what="container process gone")
         assert not os.path.exists(sock)
-        assert status_of(containerd, id) is None
+        assert containerd.status(id) is None
     finally:
-        remove(containerd, id)
+        containerd.remove(id)
 
 
 def test_delete_of_a_half_made_bundle_is_fast(tmp_path: Path) -> None:
@@ -166,17 +160,17 @@ def test_a_group_shares_one_shim_until_its_last_container(containerd: Containerd
         pid = shim_pid(containerd, first)
         assert shim_pid(containerd, second) == pid
         assert socket_of(containerd, first) == socket_of(containerd, second)
-        remove(containerd, first)  # Delete and Shutdown of one leave the other served
-        assert status_of(containerd, second) == "RUNNING"
+        containerd.remove(first)  # Delete and Shutdown of one leave the other served
+        assert containerd.status(second) == "RUNNING"
         assert containerd.ctr("task", "exec", "--exec-id", "e", second, "true").returncode == 0
         assert os.path.exists(f"/proc/{pid}")
-        remove(containerd, second)
+        containerd.remove(second)
         wait_until(lambda: not os.path.exists(f"/proc/{pid}/cmdline")
                    or not Path(f"/proc/{pid}/cmdline").read_bytes(), what="shim exit")
     finally:
-        remove(containerd, first)
+        containerd.remove(first)
         if second:
-            remove(containerd, second)
+            containerd.remove(second)
 
 
 # --- the socket is private -----------------------------------------------------------------
@@ -199,9 +193,9 @@ def test_a_peer_with_other_credentials_is_closed_before_anything_is_read(
                                 capture_output=True, text=True, timeout=10, group=4321,
                                 extra_groups=[])
         assert result.stdout.strip() == "closed", result.stderr  # nothing answered
-        assert status_of(containerd, id) == "RUNNING"  # and the shim serves on
+        assert containerd.status(id) == "RUNNING"  # and the shim serves on
     finally:
-        remove(containerd, id)
+        containerd.remove(id)
 
 
 # --- hostile input -------------------------------------------------------------------------
@@ -236,7 +230,7 @@ def test_hostile_bytes_never_break_the_shim(containerd: Containerd, garbage: byt
         state = call(containerd, id, "State", shim_pb2.StateRequest(id=id))
         assert state.status == 2  # RUNNING: the shim serves every other connection on
     finally:
-        remove(containerd, id)
+        containerd.remove(id)
 
 
 # --- clean errors --------------------------------------------------------------------------
@@ -264,4 +258,4 @@ def test_error_codes_name_the_container(containerd: Containerd) -> None:
             assert (error.value.code, words in error.value.message) == (code, True), (
                 method, error.value)
     finally:
-        remove(containerd, id)
+        containerd.remove(id)

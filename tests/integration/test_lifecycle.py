@@ -28,13 +28,6 @@ def run(ctd: Containerd, runtime: str, *args: str,
                    timeout=timeout, check=False)
 
 
-def wait_for_status(ctd: Containerd, id: str, status: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(t.id == id and t.status == status for t in ctd.tasks()):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"task {id} never became {status}: {ctd.tasks()}")
 
 
 @both_runtimes
@@ -66,7 +59,7 @@ def test_stdin_reaches_the_container_and_ends(containerd: Containerd, runtime: s
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
-        wait_for_status(containerd, id, "RUNNING")
+        containerd.wait_for_status(id, "RUNNING")
         out, err = ctr.communicate(b"line one\nline two\n", timeout=30)
     finally:
         if ctr.poll() is None:
@@ -110,9 +103,7 @@ def test_image_rootfs_is_an_overlay_mounted_in_the_bundle(containerd: Containerd
         result = containerd.ctr("task", "exec", "--exec-id", "probe", id, "cat", "/etc/passwd")
         assert result.stdout.startswith(b"root:x:0:0:")
     finally:
-        containerd.ctr("task", "kill", "-s", "SIGKILL", id, check=False)
-        containerd.ctr("task", "delete", id, check=False, timeout=30)
-        containerd.ctr("container", "rm", id, check=False)
+        containerd.remove(id)
     assert not rootfs.exists() or not os.path.ismount(rootfs)
 
 
@@ -120,9 +111,9 @@ def test_image_rootfs_is_an_overlay_mounted_in_the_bundle(containerd: Containerd
 def test_detached_container_is_killed_and_removed(containerd: Containerd, runtime: str) -> None:
     id = unique_id("detached")
     containerd.ctr("run", "-d", "--runtime", runtime, IMAGE, id, "sleep", "600")
-    wait_for_status(containerd, id, "RUNNING")
+    containerd.wait_for_status(id, "RUNNING")
     containerd.ctr("task", "kill", "-s", "SIGKILL", id)
-    wait_for_status(containerd, id, "STOPPED")
+    containerd.wait_for_status(id, "STOPPED")
     deleted = containerd.ctr("task", "delete", id)
     assert b"exit code 137" in deleted.stderr  # ctr task delete warns of a non-zero status
     containerd.ctr("container", "rm", id)
@@ -138,13 +129,12 @@ def test_sigkill_gives_137_to_a_waiting_client(containerd: Containerd, runtime: 
         runner = threading.Thread(target=lambda: waiter.append(containerd.ctr(
             "task", "start", id, check=False, timeout=60)))
         runner.start()
-        wait_for_status(containerd, id, "RUNNING")
+        containerd.wait_for_status(id, "RUNNING")
         containerd.ctr("task", "kill", "-s", "SIGKILL", id)
         runner.join(30)
         assert waiter and waiter[0].returncode == 137
     finally:
-        containerd.ctr("task", "delete", id, check=False, timeout=30)
-        containerd.ctr("container", "rm", id, check=False)
+        containerd.remove(id)
 
 
 @both_runtimes
@@ -152,13 +142,12 @@ def test_kill_of_a_stopped_task_is_not_found(containerd: Containerd, runtime: st
     id = unique_id("stopped")
     containerd.ctr("run", "-d", "--runtime", runtime, IMAGE, id, "true")
     try:
-        wait_for_status(containerd, id, "STOPPED")
+        containerd.wait_for_status(id, "STOPPED")
         result = containerd.ctr("task", "kill", id, check=False)
         assert result.returncode != 0
         assert b"not found" in result.stderr
     finally:
-        containerd.ctr("task", "delete", id, check=False, timeout=30)
-        containerd.ctr("container", "rm", id, check=False)
+        containerd.remove(id)
 
 
 @both_runtimes
@@ -167,14 +156,12 @@ def test_task_list_pids_and_status(containerd: Containerd, runtime: str) -> None
     containerd.ctr("container", "create", "--runtime", runtime, IMAGE, id, "sleep", "600")
     try:
         containerd.ctr("task", "start", "-d", id)
-        wait_for_status(containerd, id, "RUNNING")
+        containerd.wait_for_status(id, "RUNNING")
         (task,) = [t for t in containerd.tasks() if t.id == id]
         ps = containerd.ctr("task", "ps", id).stdout.decode()
         assert str(task.pid) in ps
     finally:
-        containerd.ctr("task", "kill", "-s", "SIGKILL", id, check=False)
-        containerd.ctr("task", "delete", id, check=False, timeout=30)
-        containerd.ctr("container", "rm", id, check=False)
+        containerd.remove(id)
 
 
 @both_runtimes
@@ -204,9 +191,7 @@ def test_shim_socket_is_a_private_file(containerd: Containerd) -> None:
         mode = os.stat(address.removeprefix("unix://")).st_mode
         assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
     finally:
-        containerd.ctr("task", "kill", "-s", "SIGKILL", id, check=False)
-        containerd.ctr("task", "delete", id, check=False, timeout=30)
-        containerd.ctr("container", "rm", id, check=False)
+        containerd.remove(id)
 
 
 @pytest.mark.parametrize("bundle_state", ["missing", "empty"])

@@ -18,10 +18,6 @@ from tests.support.shim_client import call
 HOG = ["sh", "-c", "x=$(head -c 67108864 /dev/zero | tr '\\0' x); echo survived"]
 
 
-def remove(ctd: Containerd, id: str) -> None:
-    ctd.ctr("task", "kill", "-s", "SIGKILL", id, check=False)
-    ctd.ctr("task", "delete", id, check=False, timeout=30)
-    ctd.ctr("container", "rm", id, check=False)
 
 
 @both_runtimes
@@ -34,7 +30,7 @@ def test_metrics_of_a_running_container(containerd: Containerd, runtime: str) ->
         assert data["pids"]["current"] >= 1
         assert "cpu" in data
     finally:
-        remove(containerd, id)
+        containerd.remove(id)
 
 
 def test_stats_message_is_cgroups_v1_metrics(containerd: Containerd) -> None:
@@ -49,7 +45,7 @@ def test_stats_message_is_cgroups_v1_metrics(containerd: Containerd) -> None:
         assert metrics.pids.current >= 1
         assert metrics.cpu.usage.total > 0
     finally:
-        remove(containerd, id)
+        containerd.remove(id)
 
 
 def test_stats_of_a_deleted_container_is_not_found(containerd: Containerd) -> None:
@@ -62,14 +58,14 @@ def test_stats_of_a_deleted_container_is_not_found(containerd: Containerd) -> No
     containerd.ctr("run", "-d", "--runtime", PYRUNC_RUNTIME, *annotation, IMAGE, id,
                    "sleep", "600")
     try:
-        remove(containerd, id)
+        containerd.remove(id)
         with pytest.raises(TTRPCError) as missing:  # asked of the shim that served it
             call(containerd, keeper, "Stats", shim_pb2.StatsRequest(id=id))
         assert missing.value.code == 5
         assert f"container {id}" in missing.value.message
     finally:
-        remove(containerd, id)
-        remove(containerd, keeper)
+        containerd.remove(id)
+        containerd.remove(keeper)
 
 
 @both_runtimes

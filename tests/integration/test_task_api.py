@@ -64,15 +64,8 @@ def start_container(ctd: Containerd, runtime: str, *extra: str) -> str:
     return id
 
 
-def remove(ctd: Containerd, id: str) -> None:
-    ctd.ctr("task", "resume", id, check=False)
-    ctd.ctr("task", "kill", "-s", "SIGKILL", id, check=False)
-    ctd.ctr("task", "delete", id, check=False, timeout=30)
-    ctd.ctr("container", "rm", id, check=False)
 
 
-def status_of(ctd: Containerd, id: str) -> str:
-    return next(t.status for t in ctd.tasks() if t.id == id)
 
 
 @both_runtimes
@@ -81,13 +74,13 @@ def test_pause_and_resume(containerd: Containerd, runtime: str) -> None:
     try:
         with event_log(containerd) as events:
             containerd.ctr("task", "pause", id)
-            assert status_of(containerd, id) == "PAUSED"
+            assert containerd.status(id) == "PAUSED"
             containerd.ctr("task", "resume", id)
-            assert status_of(containerd, id) == "RUNNING"
+            assert containerd.status(id) == "RUNNING"
             events.wait_for(id, "/tasks/resumed")
             assert events.topics_for(id) == ["/tasks/paused", "/tasks/resumed"]
     finally:
-        remove(containerd, id)
+        containerd.remove(id)
 
 
 def test_pause_of_a_paused_container_is_a_failed_precondition(containerd: Containerd) -> None:
@@ -99,7 +92,7 @@ def test_pause_of_a_paused_container_is_a_failed_precondition(containerd: Contai
         assert refused.value.code == 9
         assert f"container {id}: cannot pause a paused container" in refused.value.message
     finally:
-        remove(containerd, id)
+        containerd.remove(id)
 
 
 @both_runtimes
@@ -114,22 +107,19 @@ def test_update_applies_linux_resources(containerd: Containerd, runtime: str) ->
         cpu = Path("/sys/fs/cgroup/cpu") / containerd.namespace / id
         assert int((cpu / "cpu.shares").read_text()) == 512
     finally:
-        remove(containerd, id)
+        containerd.remove(id)
 
 
 def test_update_of_a_stopped_container_is_refused(containerd: Containerd) -> None:
     id = unique_id("upd")
     containerd.ctr("run", "-d", "--runtime", PYRUNC_RUNTIME, IMAGE, id, "true")
     try:
-        deadline = time.monotonic() + 10
-        while status_of(containerd, id) != "STOPPED":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        containerd.wait_for_status(id, "STOPPED")
         with pytest.raises(TTRPCError) as refused:
             call(containerd, id, "Update", shim_pb2.UpdateTaskRequest(id=id))
         assert refused.value.code == 9
     finally:
-        remove(containerd, id)
+        containerd.remove(id)
 
 
 def test_runtime_config_file_sets_the_runc_binary_and_root(
@@ -143,7 +133,7 @@ def test_runtime_config_file_sets_the_runc_binary_and_root(
         assert f"create --bundle {bundle_of(containerd, id)}" in args.read_text()
         assert f"--root {root / containerd.namespace}" in args.read_text()
     finally:
-        remove(containerd, id)
+        containerd.remove(id)
         shutil.rmtree(root.parent, ignore_errors=True)
     assert not (root / containerd.namespace / id).exists()
 
@@ -157,7 +147,7 @@ def test_checkpoint_hands_runc_its_options_and_reports_criu_failure(
         result = containerd.ctr("task", "checkpoint", id, check=False)
         assert result.returncode != 0
         assert FAKE_CRIU_ERROR.encode() in result.stderr
-        assert status_of(containerd, id) == "RUNNING"  # ctr resumed it; nothing half-done
+        assert containerd.status(id) == "RUNNING"  # ctr resumed it; nothing half-done
         line = next(a for a in args.read_text().splitlines() if " checkpoint " in a)
         assert line.split(" checkpoint ", 1)[1].split() == [
             "--image-path", line.split("--image-path ")[1].split()[0],
@@ -165,7 +155,7 @@ def test_checkpoint_hands_runc_its_options_and_reports_criu_failure(
             "--leave-running", id,
         ]
     finally:
-        remove(containerd, id)
+        containerd.remove(id)
 
 
 @pytest.mark.parametrize("kind", ["runc.v1", "linux.runc"])
@@ -193,7 +183,7 @@ def test_checkpoint_options_become_runc_flags(
             "--empty-ns", "network", "--manage-cgroups-mode", "soft", id,
         ]
     finally:
-        remove(containerd, id)
+        containerd.remove(id)
 
 
 def test_restore_failure_is_clear_and_leaves_nothing(
@@ -231,7 +221,7 @@ def test_restore_failure_is_clear_and_leaves_nothing(
         # the shim still serves its first container
         assert call(containerd, host, "State", shim_pb2.StateRequest(id=host)).status == 2
     finally:
-        remove(containerd, host)
+        containerd.remove(host)
 
 
 def test_shim_cgroup_from_start_options(containerd: Containerd, tmp_path: Path) -> None:
@@ -251,7 +241,7 @@ def test_shim_cgroup_from_start_options(containerd: Containerd, tmp_path: Path) 
         assert f":pids:/{group}\n" in cgroups
     finally:
         if id:
-            remove(containerd, id)
+            containerd.remove(id)
         deadline = time.monotonic() + 10
         for path in made:
             while True:
@@ -273,7 +263,7 @@ def test_io_uid_and_gid_own_the_stdio_pipes(containerd: Containerd, tmp_path: Pa
         # group: so the uid reads 0 (the container's root) and the gid is still IoGid.
         assert (stdout.st_uid, stdout.st_gid) == (0, 2345)
     finally:
-        remove(containerd, id)
+        containerd.remove(id)
 
 
 def test_the_shim_is_a_likelier_oom_victim_than_containerd(containerd: Containerd) -> None:
@@ -284,4 +274,4 @@ def test_the_shim_is_a_likelier_oom_victim_than_containerd(containerd: Container
         theirs = int(Path(f"/proc/{containerd.pid}/oom_score_adj").read_text())
         assert ours == min(theirs + 1, 1000)
     finally:
-        remove(containerd, id)
+        containerd.remove(id)

@@ -72,9 +72,7 @@ def test_tty_exec(containerd: Containerd, runtime: str) -> None:
         assert status == 4
         assert b"/dev/pts/" in output
     finally:
-        containerd.ctr("task", "kill", "-s", "SIGKILL", id, check=False)
-        containerd.ctr("task", "delete", id, check=False, timeout=30)
-        containerd.ctr("container", "rm", id, check=False)
+        containerd.remove(id)
 
 
 @both_runtimes

@@ -21,10 +21,6 @@ def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-def remove(ctd: Containerd, id: str) -> None:
-    ctd.ctr("task", "kill", "-s", "SIGKILL", id, check=False)
-    ctd.ctr("task", "delete", id, check=False, timeout=30)
-    ctd.ctr("container", "rm", id, check=False)
 
 
 def ensure_warm_parent(ctd: Containerd) -> int:
@@ -58,7 +54,7 @@ def test_shims_are_forked_from_the_warm_parent(containerd: Containerd) -> None:
             == b"ok\n"
     finally:
         for id in ids:
-            remove(containerd, id)
+            containerd.remove(id)
 
 
 def test_the_warm_parent_refuses_peers_with_other_credentials(containerd: Containerd) -> None:

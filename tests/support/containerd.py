@@ -524,6 +524,26 @@ class Containerd:
                 tasks.append(Task(parts[0], int(parts[1]), parts[2]))
         return tasks
 
+    def status(self, container_id: str) -> str | None:
+        """The task's status as `ctr task ls` shows it (RUNNING, STOPPED, ...), None if none."""
+        return next((t.status for t in self.tasks() if t.id == container_id), None)
+
+    def wait_for_status(self, container_id: str, status: str | None,
+                        timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while self.status(container_id) != status:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"task {container_id} never became {status}: {self.tasks()}")
+            time.sleep(0.05)
+
+    def remove(self, container_id: str) -> None:
+        """Whatever state it is in: resume, kill, delete the task, remove the container."""
+        self.ctr("task", "resume", container_id, check=False)
+        self.ctr("task", "kill", "-s", "SIGKILL", container_id, check=False)
+        self.ctr("task", "delete", container_id, check=False, timeout=30)
+        self.ctr("container", "rm", container_id, check=False)
+
     # ---- the census --------------------------------------------------------------------------
 
     def _task_dirs(self) -> list[Path]:
