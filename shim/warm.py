@@ -124,7 +124,10 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
     import signal
     import time
 
-    # Everything a shim imports, imported once here.
+    # Everything a shim imports, imported once here (json too: the shims load it lazily, since
+    # start and delete must not).
+    import json  # noqa: F401
+
     import prctl
 
     import pyrunc.shim.daemon  # noqa: F401
