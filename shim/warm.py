@@ -121,12 +121,12 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
     import contextlib
     import fcntl
     import gc
-    import signal
-    import time
 
     # Everything a shim imports, imported once here (json too: the shims load it lazily, since
     # start and delete must not).
     import json  # noqa: F401
+    import signal
+    import time
 
     import prctl
 
