@@ -121,13 +121,11 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
     import contextlib
     import fcntl
     import gc
-
-    # Everything a shim imports, imported once here (json too: the shims load it lazily, since
-    # start and delete must not).
-    import json  # noqa: F401
+    import json  # noqa: F401 -- preloaded: shims load it lazily (start and delete must not)
     import signal
     import time
 
+    # Everything a shim imports, imported once here.
     import prctl
 
     import pyrunc.shim.daemon  # noqa: F401
