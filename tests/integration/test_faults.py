@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pyrunc.protos import shim_pb2
+from pyrunc.protos import mount_pb2, shim_pb2
 from pyrunc.shim.ttrpc.status import TTRPCError
 from tests.integration.conftest import IMAGE, unique_id
 from tests.support import Containerd
@@ -247,6 +247,10 @@ def test_error_codes_name_the_container(containerd: Containerd) -> None:
              6, f"container {id}"),
             ("Create", shim_pb2.CreateTaskRequest(id="../escape", bundle="/tmp"), 3, "escape"),
             ("Exec", shim_pb2.ExecProcessRequest(id=id, exec_id="a/b"), 3, f"container {id}"),
+            ("Create", shim_pb2.CreateTaskRequest(
+                id="escape-1", bundle=str(bundle_of(containerd, id)),
+                rootfs=[mount_pb2.Mount(type="bind", source="../../etc", options=["rbind"])]),
+             3, "refusing mount"),
             ("Delete", shim_pb2.DeleteRequest(id=id), 9,
              f"container {id}: cannot delete a running process"),
             ("Start", shim_pb2.StartRequest(id=id), 9,

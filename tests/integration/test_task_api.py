@@ -275,3 +275,16 @@ def test_the_shim_is_a_likelier_oom_victim_than_containerd(containerd: Container
         assert ours == min(theirs + 1, 1000)
     finally:
         containerd.remove(id)
+
+
+def test_pivot_and_keyring_options_reach_runc(
+        containerd: Containerd, tmp_path: Path, fake_runc: tuple[Path, Path]) -> None:
+    wrapper, args = fake_runc
+    config = config_file(tmp_path, BinaryName=str(wrapper), NoPivotRoot=True, NoNewKeyring=True)
+    id = start_container(containerd, PYRUNC_RUNTIME, "--runtime-config-path", str(config))
+    try:
+        create = next(a for a in args.read_text().splitlines() if " create " in a)
+        assert "--no-pivot" in create.split() and "--no-new-keyring" in create.split()
+        assert containerd.status(id) == "RUNNING"
+    finally:
+        containerd.remove(id)
