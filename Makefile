@@ -43,13 +43,19 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m tests.support.demo
 
-test: install
+# containerd 1.7 (Debian 13) and 2.x (Debian sid), extracted into .cache/, to test under them too.
+OTHER_CONTAINERDS := .cache/containerd-trixie .cache/containerd-sid
+
+.cache/containerd-%: | deps
+	tests/support/fetch_containerd.sh $* $@
+
+test: install $(OTHER_CONTAINERDS)
 	$(PY) -m pytest -q tests
 
 unit: install
 	$(PY) -m pytest -q tests/unit
 
-integration: install
+integration: install $(OTHER_CONTAINERDS)
 	$(PY) -m pytest -q tests/integration
 
 lint: install
@@ -64,4 +70,4 @@ bench: install
 	$(PY) -m bench.run
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .cache
