@@ -34,7 +34,7 @@ def run(*, namespace: str, id: str, address: str, debug: bool, socket_path: str 
     if socket_path:
         from pyrunc.shim.manager import bind_socket
 
-        listener = bind_socket(socket_path)
+        listener = socket.socket(fileno=bind_socket(socket_path).detach())
     else:
         listener = socket.socket(fileno=listener_fd)
     ttrpc_address = os.environ.get("TTRPC_ADDRESS") or (

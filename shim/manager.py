@@ -24,7 +24,7 @@ from pyrunc.oci import bundle as bundles
 # typing, dataclasses, asyncio or protobuf; socket and hashlib only where needed.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
+    import _socket
 
 SOCKET_DIR = "/run/containerd/s"
 MAX_SOCKET_PATH = 106  # sun_path is 108 bytes with its NUL; Go refuses longer than 106
@@ -63,14 +63,19 @@ def path_of(address: str) -> str:
     return address.removeprefix("unix://")
 
 
-def bind_socket(path: str) -> socket.socket:
-    """A listening unix socket file, mode 0600 from the start (never an abstract socket)."""
+def bind_socket(path: str) -> _socket.socket:
+    """A listening unix socket file, mode 0600 from the start (never an abstract socket).
+
+    It is the C module's socket (`_socket`), not the `socket` module's: that module alone costs
+    `start` a quarter of its own time to import. Wrap it with socket.socket(fileno=s.detach())
+    where the richer type is needed.
+    """
     if len(path.encode()) > MAX_SOCKET_PATH:
         raise OSError(errno.ENAMETOOLONG, f"socket path {path!r} is longer than {MAX_SOCKET_PATH}")
-    import socket
+    import _socket
 
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
     try:
         sock.bind(path)
@@ -85,14 +90,16 @@ def bind_socket(path: str) -> socket.socket:
 
 
 def can_connect(path: str, timeout: float = 1.0) -> bool:
-    import socket
+    import _socket
 
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
         probe.settimeout(timeout)
-        try:
-            probe.connect(path)
-        except OSError:
-            return False
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
     return True
 
 
@@ -146,7 +153,7 @@ def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: st
     return 0
 
 
-def _listen_or_join(path: str) -> socket.socket | None:
+def _listen_or_join(path: str) -> _socket.socket | None:
     try:
         return bind_socket(path)
     except OSError as e:
@@ -158,7 +165,7 @@ def _listen_or_join(path: str) -> socket.socket | None:
     return bind_socket(path)
 
 
-def _start_shim(listener: socket.socket, *, namespace: str, id: str, address: str,
+def _start_shim(listener: _socket.socket, *, namespace: str, id: str, address: str,
                 debug: bool, options: bytes) -> int:
     """Fork the shim from the node's warm parent (which also applies the runtime options);
     without one, spawn it the slow way and start a warm parent for the next containers."""
@@ -177,7 +184,7 @@ def _start_shim(listener: socket.socket, *, namespace: str, id: str, address: st
     return pid
 
 
-def _spawn_shim(listener: socket.socket, *, namespace: str, id: str, address: str,
+def _spawn_shim(listener: _socket.socket, *, namespace: str, id: str, address: str,
                 debug: bool) -> int:
     from pyrunc.shim.spawn import spawn
 

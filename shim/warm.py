@@ -20,12 +20,13 @@ left exits.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 
 # `start` imports this module for request_shim(): what only the parent needs is imported there.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import _socket
+    import socket
     from collections.abc import Mapping
     from typing import Any
 
@@ -79,25 +80,36 @@ def decode_request(data: bytes) -> tuple[dict[str, Any], str, dict[str, str]]:
     return args, cwd, env
 
 
-def request_shim(listener: socket.socket, *, namespace: str, id: str, address: str,
+def request_shim(listener: _socket.socket, *, namespace: str, id: str, address: str,
                  debug: bool, options: bytes, path: str | None = None,
                  timeout: float = 5.0) -> int | None:
     """Ask the warm parent for a shim serving `listener`; its pid, or None if no warm parent
     answers (then the caller starts one the slow way). Raises ValueError with the parent's
-    reason when it refuses (runtime options that do not decode, a shim cgroup that is not)."""
+    reason when it refuses (runtime options that do not decode, a shim cgroup that is not).
+
+    Written against the C `_socket` module: `start` is on every container's path, and the
+    `socket` module costs it more to import than everything else here."""
+    import _socket
+
     request = encode_request(namespace, id, address, debug, options, os.getcwd(), os.environ)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+    fd = listener.fileno().to_bytes(4, sys.byteorder, signed=True)  # a C int, for SCM_RIGHTS
+    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    reply = b""
+    try:
         conn.settimeout(timeout)
-        try:
-            conn.connect(path or socket_path())
-            socket.send_fds(conn, [request], [listener.fileno()])
-            conn.shutdown(socket.SHUT_WR)
-            reply = conn.makefile("rb").readline(MAX_REQUEST).decode(errors="replace").strip()
-        except OSError:
-            return None
-    if reply.startswith("error "):
-        raise ValueError(reply.removeprefix("error "))
-    return int(reply) if reply.isdigit() and int(reply) > 0 else None
+        conn.connect(path or socket_path())
+        conn.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd)])
+        conn.shutdown(_socket.SHUT_WR)
+        while b"\n" not in reply and (chunk := conn.recv(4096)):
+            reply += chunk
+    except OSError:
+        return None
+    finally:
+        conn.close()
+    answer = reply.decode(errors="replace").strip()
+    if answer.startswith("error "):
+        raise ValueError(answer.removeprefix("error "))
+    return int(answer) if answer.isdigit() and int(answer) > 0 else None
 
 
 def spawn_warm_parent() -> None:
@@ -123,6 +135,7 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
     import gc
     import json  # noqa: F401 -- preloaded: shims load it lazily (start and delete must not)
     import signal
+    import socket
     import time
 
     # Everything a shim imports, imported once here.
@@ -205,6 +218,7 @@ def _alive(pid: int) -> bool:
 def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
     """Read one request and fork its shim; the child never returns from here."""
     import signal
+    import socket
 
     conn.settimeout(5.0)
     try:
