@@ -84,10 +84,17 @@ def run(*, namespace: str, id: str, address: str, publish_binary: str, bundle: s
         from pyrunc.shim import manager
 
         return manager.delete(namespace=namespace, id=id, bundle=bundle, debug=debug)
+    without_ssl()
     from pyrunc.shim import daemon
 
     return daemon.run(namespace=namespace, id=id, address=address, debug=debug,
                       socket_path=socket)
+
+
+def without_ssl() -> None:
+    """asyncio imports ssl, which maps OpenSSL and costs a shim about 4 MiB; a shim never speaks
+    TLS (unix sockets only), so tell asyncio there is no ssl. For shim processes only."""
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
 
 
 def main() -> None:

@@ -138,7 +138,10 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
     import socket
     import time
 
-    # Everything a shim imports, imported once here.
+    # Everything a shim imports, imported once here (and not ssl: see without_ssl).
+    from pyrunc.shim.cli import without_ssl
+
+    without_ssl()
     import prctl
 
     import pyrunc.shim.daemon  # noqa: F401
