@@ -27,7 +27,6 @@ import logging
 import os
 import socket
 import struct
-import tempfile
 import termios
 from collections.abc import Coroutine
 from types import TracebackType
@@ -53,6 +52,19 @@ _MAX_NAME = 4096  # runc sends the pty's name with the fd (libcontainer/utils Ma
 _SOCKET_NAME = "pty.sock"
 
 
+def _private_dir(parent: str, prefix: str) -> str:
+    """A new directory only its owner can enter (tempfile.mkdtemp would do, but importing
+    tempfile loads shutil, bz2 and lzma into every shim: about 1.3 MiB)."""
+    for _ in range(100):
+        path = os.path.join(parent, f"{prefix}{os.urandom(6).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, f"no unused directory name under {parent}")
+
+
 class ConsoleSocket:
     """A listening socket for `--console-socket`, in a private directory (0700) under /tmp.
 
@@ -61,7 +73,7 @@ class ConsoleSocket:
     """
 
     def __init__(self) -> None:
-        self._dir = tempfile.mkdtemp(prefix="pyrunc-pty", dir="/tmp")
+        self._dir = _private_dir("/tmp", "pyrunc-pty")
         self.path = os.path.join(self._dir, _SOCKET_NAME)
         self._sock: socket.socket | None = None
         try:
