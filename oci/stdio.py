@@ -238,11 +238,12 @@ def open_stdin_fifo(path: str) -> tuple[int, int]:
 
 
 def open_output(path: str) -> tuple[int | None, int]:
-    """An output target: a fifo (with a holding reader) or, for any other file, append to it."""
-    with contextlib.suppress(FileNotFoundError):
-        if not os.path.exists(path) or _is_fifo(path):
-            return open_fifo_writer(path)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    """An output target: a fifo (with a holding reader) or, for an existing regular file,
+    append to it. A missing path is an error (FileNotFoundError), as in the Go shim: creating a
+    regular file where containerd's fifo should be would hide the fault and grow unread."""
+    if _is_fifo(path):
+        return open_fifo_writer(path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     return None, fd
 
 

@@ -362,3 +362,26 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_missing_output_fifo_is_an_error_not_a_new_file(tmp_path: Path) -> None:
+    from pyrunc.oci.stdio import open_output
+
+    missing = tmp_path / "stdout-fifo"
+    with pytest.raises(FileNotFoundError):
+        open_output(str(missing))
+    assert not missing.exists()
+
+
+def test_an_existing_regular_file_is_appended_to(tmp_path: Path) -> None:
+    from pyrunc.oci.stdio import open_output
+
+    target = tmp_path / "out"
+    target.write_bytes(b"before\n")
+    holder, fd = open_output(str(target))
+    try:
+        os.write(fd, b"after\n")
+    finally:
+        os.close(fd)
+    assert holder is None
+    assert target.read_bytes() == b"before\nafter\n"
