@@ -59,8 +59,9 @@ async def _serve(listener: socket.socket, namespace: str, ttrpc_address: str) ->
     publisher.start()
     service = TaskService(namespace, publisher, reaper, stop.set)
     server = Server()
+    methods = service.methods()  # one table, served under every name
     for name in TASK_SERVICES:
-        server.register(name, service.methods())
+        server.register(name, methods)
     socket_file = listener.getsockname()
     serving = loop.create_task(server.serve(listener))
     log.info("serving on %s (pid %d)", socket_file, os.getpid())
