@@ -113,7 +113,11 @@ def request_shim(listener: _socket.socket, *, namespace: str, id: str, address: 
 
 
 def spawn_warm_parent() -> None:
-    """Start a warm parent in the background, detached, with a clean environment."""
+    """Start a warm parent in the background, detached, with a clean environment; unless one
+    already holds the lock (it is still loading): a burst of starts on a fresh node would
+    otherwise each start one, all but one of which would load everything only to exit."""
+    if _warm_parent_holds_lock():
+        return
     from pyrunc.shim.spawn import spawn
 
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -124,6 +128,22 @@ def spawn_warm_parent() -> None:
         spawn(argv, env=env, setsid=True)
     except OSError:
         pass  # shims are started the slow way meanwhile
+
+
+def _warm_parent_holds_lock(path: str | None = None) -> bool:
+    import fcntl
+
+    try:
+        fd = os.open((path or socket_path()) + ".lock", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False  # never started here
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # (closing also drops the lock if we just took it)
+    return False
 
 
 # --- the parent ----------------------------------------------------------------------------
@@ -138,6 +158,15 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
     import socket
     import time
 
+    # The lock first: while we load, spawn_warm_parent() sees us and starts no other.
+    path = path or socket_path()
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return 0  # another warm parent of this code is already serving
+
     # Everything a shim imports, imported once here (and not ssl: see without_ssl).
     from pyrunc.shim.cli import without_ssl
 
@@ -150,13 +179,6 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
     os.chdir("/")  # hold no bundle: the first container's may be removed while we live
     del prctl
 
-    path = path or socket_path()
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return 0  # another warm parent of this code is already serving
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -105,3 +105,24 @@ def test_bundle_files_are_parsed_only_when_they_hold_something(tmp_path: object)
     bundle.write_options(str(path), RuntimeOptions(root="/r"))
     assert bundle.read_options_raw(str(path))["root"] == "/r"
     assert bundle.read_options(str(path)) == RuntimeOptions(root="/r")
+
+
+def test_a_warm_parent_starting_up_is_not_started_twice(tmp_path: object) -> None:
+    import fcntl
+    import os
+    from pathlib import Path
+
+    from pyrunc.shim.warm import _warm_parent_holds_lock
+
+    sock = str(Path(str(tmp_path)) / "warm.sock")
+    assert not _warm_parent_holds_lock(sock)  # no lock file: none was ever started
+    fd = os.open(sock + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        assert not _warm_parent_holds_lock(sock)  # a lock file nobody holds: it exited
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fork() == 0:  # flock is per open file: ask from another process
+            os._exit(0 if _warm_parent_holds_lock(sock) else 1)
+        _, status = os.wait()
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.close(fd)
