@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -294,8 +295,7 @@ class Container:
         self.init.check(Op.CHECKPOINT)
         work = opts.work_path or os.path.join(self.bundle, "criu-work")
         try:
-            await self.runc.checkpoint(self.id, CheckpointOpts(**{**opts.__dict__,
-                                                                  "work_path": work}))
+            await self.runc.checkpoint(self.id, dataclasses.replace(opts, work_path=work))
         except RuncError as e:
             raise ContainerError(
                 f"OCI runtime checkpoint failed: {e.message} (criu work path {work})"
