@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 from typing import ClassVar
 
@@ -20,6 +21,9 @@ class LogrusFormatter(logging.Formatter):
 
     def __init__(self, fields: dict[str, str]) -> None:
         super().__init__()
+        self.set_fields(fields)
+
+    def set_fields(self, fields: dict[str, str]) -> None:
         self.fields = "".join(f" {k}={_quote(v)}" for k, v in fields.items() if v)
 
     def format(self, record: logging.LogRecord) -> str:
@@ -39,7 +43,10 @@ def _quote(value: str) -> str:
 
 
 def setup(*, debug: bool, fields: dict[str, str], fifo: str | None = None) -> None:
-    """Log to stderr; with fifo, first make the bundle's log fifo the process's stderr."""
+    """Log to stderr; with fifo, first make the bundle's log fifo the process's stderr.
+
+    Called again, it keeps the handler and changes only what differs: a shim forked from the warm
+    parent, which set logging up before forking, then writes to few of the pages it shares."""
     if fifo is not None:
         with contextlib.suppress(OSError):
             # containerd holds the fifo open for reading, so this open does not block.
@@ -47,8 +54,15 @@ def setup(*, debug: bool, fields: dict[str, str], fifo: str | None = None) -> No
             os.set_blocking(fd, True)
             os.dup2(fd, 2)
             os.close(fd)
-    handler = logging.StreamHandler()
-    handler.setFormatter(LogrusFormatter(fields))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    handler = root.handlers[0] if len(root.handlers) == 1 else None
+    formatter = handler.formatter if handler is not None else None
+    if isinstance(formatter, LogrusFormatter) and getattr(handler, "stream", None) is sys.stderr:
+        formatter.set_fields(fields)
+    else:
+        handler = logging.StreamHandler()  # sys.stderr, whatever fd 2 is when it writes
+        handler.setFormatter(LogrusFormatter(fields))
+        root.handlers[:] = [handler]
+    level = logging.DEBUG if debug else logging.INFO
+    if root.level != level:
+        root.setLevel(level)  # (this clears every logger's cache: only when it changes)

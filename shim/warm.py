@@ -7,6 +7,12 @@ is a shim exactly like one started from scratch (one process per container or po
 of its own, with the bundle as working directory and containerd's environment), but it is ready
 in a few milliseconds and shares the parent's pages copy-on-write.
 
+CPython writes to the objects it runs (reference counts, the code it specialises), and every
+write copies a page. So that a shim copies as few as it can, the parent does before forking what
+would otherwise be done in each child: it rehearses the shim's hot paths (rehearsal.py), sets up
+logging, fills the allocator's free blocks (so that a child's new objects go to pages of its own),
+and takes on the environment of the request.
+
 `start` asks for a shim over a unix socket (0600, in a 0700 directory, and the peer's uid and gid
 must be the parent's), sending the shim's already-bound listener with SCM_RIGHTS and its
 arguments as one JSON line; the reply is the child's pid. When no warm parent answers, `start`
@@ -174,10 +180,17 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
     import prctl
 
     import pyrunc.shim.daemon  # noqa: F401
+    from pyrunc.shim import log as shimlog
+    from pyrunc.shim.rehearsal import rehearse
     from pyrunc.shim.ttrpc.server import credentials_allowed, peer_credentials
 
+    # python-prctl takes the memory for titles on its first set_proctitle; one made after the
+    # environment was rewritten crashes. We rewrite it for every request, so claim it now.
+    prctl.set_proctitle(" ".join(sys.orig_argv))
+    shimlog.setup(debug=False, fields={})  # the shims change only their fields
     os.chdir("/")  # hold no bundle: the first container's may be removed while we live
     del prctl
+    rehearse(os.path.dirname(path))  # before SIGCHLD is ignored: it reaps its own children
 
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
@@ -194,6 +207,7 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
     children: set[int] = set()
     last_fork = time.monotonic()
     gc.collect()
+    _fillers = fill_allocator_holes()  # held while we serve
     gc.freeze()  # keep the collector from writing to (and so copying) the shared pages
     try:
         while True:
@@ -224,6 +238,46 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
             with contextlib.suppress(OSError):
                 os.unlink(leftover)
         listener.close()
+
+
+def allocator_holes() -> dict[int, int]:
+    """Free blocks in pymalloc's partly used pools: {block size: count}, from the interpreter's
+    own report (sys._debugmallocstats, which writes to the C stderr)."""
+    saved = os.dup(2)
+    report = os.memfd_create("mallocstats")
+    try:
+        os.dup2(report, 2)
+        sys._debugmallocstats()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    os.lseek(report, 0, os.SEEK_SET)
+    with open(report, "rb") as f:
+        text = f.read().decode(errors="replace")
+    holes = {}
+    table = text.partition("-----------\n")[2].partition("\n\n")[0]
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) == 5 and all(f.isdigit() for f in fields):
+            holes[int(fields[1])] = int(fields[4])
+    return holes
+
+
+def fill_allocator_holes() -> list[object]:
+    """Fill every free block of pymalloc's partly used pools with an object kept for good.
+
+    Importing leaves free blocks scattered over most pools. A forked shim would put its own new
+    objects there, and each of them would make the kernel copy a whole 4 KiB page the child shares
+    with us. With the holes filled, a child's objects go to pools of its own, packed together."""
+    fillers: list[object] = []
+    for size, count in allocator_holes().items():
+        if size <= 16:
+            fillers += [object() for _ in range(count)]
+        elif size <= 32:
+            fillers += [float(i) + 0.5 for i in range(count + 100)]  # after the float free list
+        else:
+            fillers += [bytes(size - 33) for _ in range(count)]  # a bytes object is 33 + len
+    return fillers
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
@@ -259,7 +313,16 @@ def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
         return 0
     shim_listener = fds[0]
     options = args["options"]
-    pid = os.fork()
+    # The shim's environment is set here, not in the child: each shim would otherwise copy the
+    # pages it touches doing so, while requests from one containerd all carry the same one.
+    if os.environ != env:
+        os.environ.clear()
+        os.environ.update(env)
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(shim_listener)
+        return 0  # start falls back to the slow way
     if pid:
         os.close(shim_listener)
         from pyrunc.shim.manager import apply_start_options
@@ -283,14 +346,10 @@ def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
 
         from pyrunc.shim import daemon
 
-        # The title first: python-prctl's set_proctitle crashes once the environment has been
-        # rewritten after its import.
         prctl.set_proctitle(" ".join([
             "containerd-shim-pyrunc-v1", "-namespace", args["namespace"], "-id", args["id"],
             "-address", args["address"], *(["-debug"] if args.get("debug") else [])]))
         os.chdir(cwd)
-        os.environ.clear()
-        os.environ.update(env)
         code = daemon.run(namespace=args["namespace"], id=args["id"], address=args["address"],
                           debug=bool(args.get("debug")), listener_fd=shim_listener)
     except BaseException:

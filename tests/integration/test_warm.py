@@ -74,10 +74,35 @@ def test_the_warm_parent_refuses_peers_with_other_credentials(containerd: Contai
     assert result.stdout.strip() == "closed", result.stderr
 
 
-def test_the_warm_parent_holds_no_bundle_and_no_containerd_environment(
+def test_the_warm_parent_holds_no_bundle_and_starts_with_a_clean_environment(
         containerd: Containerd) -> None:
+    # (It takes on each request's environment just before forking that request's shim.)
     pid = ensure_warm_parent(containerd)
     assert os.readlink(f"/proc/{pid}/cwd") == "/"
     environ = Path(f"/proc/{pid}/environ").read_bytes()
     assert b"TTRPC_ADDRESS" not in environ
     assert str(containerd.base).encode() not in environ
+
+
+REHEARSAL_PROBE = """
+import os, sys
+from pyrunc.shim.rehearsal import rehearse
+work = sys.argv[1]
+fds = sorted(os.listdir("/proc/self/fd"))
+rehearse(work, rounds=2)
+left = {"files": os.listdir(work), "fds": sorted(os.listdir("/proc/self/fd")) != fds}
+try:
+    os.waitpid(-1, os.WNOHANG)
+    left["children"] = True
+except ChildProcessError:
+    pass
+print(left)
+"""
+
+
+def test_the_rehearsal_runs_the_shim_paths_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    # In a process of its own: the rehearsal's reaper waits for any child, as a shim's does.
+    result = subprocess.run([sys.executable, "-I", "-c", REHEARSAL_PROBE, str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "{'files': [], 'fds': False}", result.stderr

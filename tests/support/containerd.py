@@ -157,10 +157,11 @@ def _wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
 
 
 def warm_parents() -> set[int]:
-    """pyrunc's warm parent processes (`python -m pyrunc.shim.warm`) on this machine."""
+    """pyrunc's warm parent processes (`python -m pyrunc.shim.warm`) on this machine. (Its title
+    is its command line, in one string: it sets it once for python-prctl's sake.)"""
     found = set()
     for pid in _pids():
-        argv = _read_bytes(Path(f"/proc/{pid}/cmdline")).split(b"\0")
+        argv = _read_bytes(Path(f"/proc/{pid}/cmdline")).replace(b"\0", b" ").split()
         if b"pyrunc.shim.warm" in argv:
             found.add(pid)
     return found

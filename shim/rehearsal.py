@@ -1,0 +1,112 @@
+"""A rehearsal of a shim's hot paths, run by the warm parent before it forks any shim.
+
+CPython 3.11 writes into a function's code object the first times the function runs (a warm-up
+counter, then the specialised bytecode). In a forked shim each such write copies a 4 KiB page the
+shim would otherwise share with the warm parent. Running the paths every shim runs (an asyncio
+loop, the ttrpc server and client with every Task request type, a child through the reaper, a
+failing runc call, a log line) a few times in the parent leaves that code already specialised,
+so the shims mostly read it. (What a shim still writes, it writes mostly to reference counts.)
+
+The rehearsal needs no container and leaves nothing behind: one socket and one runc root in a
+private directory, both removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+
+from google.protobuf import empty_pb2
+
+from pyrunc.oci.runc import Runc, RuncError
+from pyrunc.protos import events_pb2, forward_pb2, shim_pb2
+from pyrunc.shim.log import LogrusFormatter
+from pyrunc.shim.publisher import EVENTS_SERVICE, Publisher
+from pyrunc.shim.reaper import Reaper
+from pyrunc.shim.task import TASK_SERVICES
+from pyrunc.shim.ttrpc.client import Client
+from pyrunc.shim.ttrpc.server import NAMESPACE_KEY, CallContext, Method, Server
+
+ROUNDS = 10  # the warm-up counter runs out after 8 calls
+
+
+def rehearse(directory: str, rounds: int = ROUNDS) -> None:
+    """Run the rehearsal `rounds` times in `directory` (private to the caller, kept)."""
+    work = os.path.join(directory, f"rehearsal-{os.getpid()}")
+    os.mkdir(work, 0o700)
+    try:
+        for _ in range(rounds):
+            asyncio.run(_round(work))
+            _log_line()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def _echo(request: object, context: CallContext) -> object:
+    return request
+
+
+async def _round(work: str) -> None:
+    loop = asyncio.get_running_loop()
+    reaper = Reaper(loop)
+    reaper.install(subreaper=False)
+    try:
+        _, exited = reaper.spawn(["true"])
+        await exited
+        runc = Runc(monitor=reaper, root=os.path.join(work, "runc"),
+                    log=os.path.join(work, "log.json"))
+        with contextlib.suppress(RuncError, OSError):
+            await runc.state("rehearsal")
+        await _ttrpc(work)
+    finally:
+        reaper.uninstall()
+
+
+async def _forwarded(request: object, context: CallContext) -> empty_pb2.Empty:
+    return empty_pb2.Empty()
+
+
+async def _ttrpc(work: str) -> None:
+    """Every Task request through our server and client, and events through the publisher."""
+    service = shim_pb2.DESCRIPTOR.services_by_name["Task"]
+    types = {m.name: getattr(shim_pb2, m.input_type.name) for m in service.methods}
+    server = Server()
+    server.register(TASK_SERVICES[0], {name: Method(t, _echo) for name, t in types.items()})
+    server.register(EVENTS_SERVICE, {"Forward": Method(forward_pb2.ForwardRequest, _forwarded)})
+    path = os.path.join(work, "ttrpc.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    serving = asyncio.get_running_loop().create_task(server.serve(listener))
+    try:
+        client = await Client.connect(path)
+        try:
+            for name, request_type in types.items():
+                await client.call(TASK_SERVICES[0], name, request_type(id="rehearsal"),
+                                  request_type, timeout=5.0,
+                                  metadata={NAMESPACE_KEY: "rehearsal"})
+        finally:
+            client.close()
+            await client.wait_closed()
+        publisher = Publisher(path, "rehearsal")
+        publisher.start()
+        publisher.publish(events_pb2.TaskCreate(container_id="rehearsal", pid=1))
+        publisher.publish(events_pb2.TaskExit(container_id="rehearsal", pid=1, exit_status=1))
+        await publisher.close(timeout=5.0)
+        async with asyncio.timeout(5.0):
+            await server.shutdown()
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        os.unlink(path)
+
+
+def _log_line() -> None:
+    record = logging.LogRecord("pyrunc.shim", logging.INFO, __file__, 0, "rehearsal %s",
+                               ("line",), None)
+    LogrusFormatter({"runtime": "io.containerd.pyrunc.v1"}).format(record)

@@ -1,0 +1,62 @@
+"""What the warm parent does before forking so that shims copy fewer of its pages."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from pyrunc.shim import log as shimlog
+from pyrunc.shim.warm import allocator_holes, fill_allocator_holes
+
+
+def test_the_allocator_report_is_read_whole() -> None:
+    holes = allocator_holes()
+    # pymalloc's 32 size classes of 16 bytes; a class appears once it has a pool.
+    assert holes and set(holes) <= {16 * (i + 1) for i in range(32)}
+    assert all(count >= 0 for count in holes.values())
+
+
+def test_filling_takes_up_the_free_blocks() -> None:
+    # Make holes of one size class: objects of 192 bytes, every other one freed.
+    made = [bytes(192 - 33) for _ in range(4000)]
+    del made[::2]
+    before = allocator_holes()[192]
+    assert before >= 2000
+    fillers = fill_allocator_holes()
+    assert allocator_holes().get(192, 0) < 100  # what is left is in pools carved meanwhile
+    assert len(fillers) >= before
+    del made, fillers
+
+
+@pytest.fixture
+def root_logger() -> Iterator[logging.Logger]:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        yield root
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+
+
+def test_log_setup_again_keeps_the_handler_and_changes_the_fields(
+        root_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    shimlog.setup(debug=False, fields={})
+    (handler,) = root_logger.handlers
+    shimlog.setup(debug=False, fields={"namespace": "k8s.io"})
+    assert root_logger.handlers == [handler]
+    logging.getLogger("pyrunc.shim").info("hello")
+    logging.getLogger("pyrunc.shim").debug("hidden")
+    shimlog.setup(debug=True, fields={"namespace": "other"})
+    assert root_logger.handlers == [handler]
+    logging.getLogger("pyrunc.shim").debug("shown")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith("level=info msg=hello namespace=k8s.io")
+    assert lines[1].endswith("level=debug msg=shown namespace=other")
