@@ -11,7 +11,9 @@ CPython writes to the objects it runs (reference counts, the code it specialises
 write copies a page. So that a shim copies as few as it can, the parent does before forking what
 would otherwise be done in each child: it rehearses the shim's hot paths (rehearsal.py), sets up
 logging, fills the allocator's free blocks (so that a child's new objects go to pages of its own),
-and takes on the environment of the request.
+and takes on the environment of the request. Its memory is also offered to the kernel's samepage
+merging, which, when the node runs it, shares again the pages shims copied but did not change
+for good.
 
 `start` asks for a shim over a unix socket (0600, in a 0700 directory, and the peer's uid and gid
 must be the parent's), sending the shim's already-bound listener with SCM_RIGHTS and its
@@ -209,6 +211,7 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
     gc.collect()
     _fillers = fill_allocator_holes()  # held while we serve
     gc.freeze()  # keep the collector from writing to (and so copying) the shared pages
+    offer_pages_to_ksm()
     try:
         while True:
             try:
@@ -278,6 +281,34 @@ def fill_allocator_holes() -> list[object]:
         else:
             fillers += [bytes(size - 33) for _ in range(count)]  # a bytes object is 33 + len
     return fillers
+
+
+MADV_MERGEABLE = 12
+
+
+def offer_pages_to_ksm() -> int:
+    """Mark our private writable memory mergeable by the kernel's samepage merging; the number
+    of regions marked.
+
+    What a shim changes in a page it shares with us is mostly reference counts, and many come
+    back to what they were, or to what every other shim made them: with ksmd running
+    (/sys/kernel/mm/ksm/run), such copies are found and shared again. The regions are marked
+    with madvise, not prctl(PR_SET_MEMORY_MERGE): the mark must go to the shims we fork, never
+    through exec to runc and the containers."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    marked = 0
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if fields[1][1] != "w" or fields[1][3] != "p" or fields[-1] in ("[vvar]", "[vdso]"):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if libc.madvise(start, end - start, MADV_MERGEABLE) == 0:
+                marked += 1
+    return marked
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:

@@ -57,6 +57,28 @@ def test_shims_are_forked_from_the_warm_parent(containerd: Containerd) -> None:
             containerd.remove(id)
 
 
+def ksm_marks(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/ksm_stat").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)
+            if k in ("ksm_merge_any", "ksm_mergeable")}
+
+
+def test_shims_offer_their_memory_to_ksm_and_containers_do_not(containerd: Containerd) -> None:
+    warm_pid = ensure_warm_parent(containerd)
+    id = unique_id("ksm")
+    try:
+        containerd.ctr("run", "-d", "--runtime", PYRUNC_RUNTIME, IMAGE, id, "sleep", "600")
+        shim = call(containerd, id, "Connect", shim_pb2.ConnectRequest(id=id)).shim_pid
+        init = call(containerd, id, "State", shim_pb2.StateRequest(id=id)).pid
+        assert parent_of(shim) == warm_pid
+        for pid in (warm_pid, shim):  # its regions are marked, not the whole process
+            assert ksm_marks(pid) == {"ksm_merge_any": "no", "ksm_mergeable": "yes"}
+        # Nothing of it reaches the container through runc's exec.
+        assert ksm_marks(init) == {"ksm_merge_any": "no", "ksm_mergeable": "no"}
+    finally:
+        containerd.remove(id)
+
+
 def test_the_warm_parent_refuses_peers_with_other_credentials(containerd: Containerd) -> None:
     ensure_warm_parent(containerd)
     probe = (
