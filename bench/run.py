@@ -491,18 +491,23 @@ def measure_exec(ctx: Ctx, runs: int) -> Json:
     }
 
 
-def memory_once(ctx: Ctx, runtime: str, k: int) -> Json:
+def memory_once(ctx: Ctx, runtime: str, k: int, ksm: Ksm | None) -> Json:
     """PSS of what serves K running `sleep` containers of one runtime, then tear them down.
 
     For pyrunc that is its shims plus its warm parent(s), which exist only to fork shims; the
-    warm parent's PSS is counted whole, even if shims of another containerd share it.
+    warm parent's PSS is counted whole, even if shims of another containerd share it. With
+    `ksm` (samepage merging running), the figures are read once ksmd has stopped merging more,
+    for either runtime.
     """
     ids = [ctx.shims.new_id("mem") for _ in range(k)]
+    settled: Json = {}
     try:
         for cid in ids:
             ctx.ctd.ctr("run", "-d", "--runtime", runtime, IMAGE, cid, "sleep", "3600", timeout=120)
         wait_status(ctx.ctd, ids, "RUNNING")
         time.sleep(0.5)  # let the shims finish whatever they do after Start answered
+        if ksm is not None:
+            settled = ksm.settle()
         found, warm = ctx.shims.find(ids)
         shims = [proc_memory(pid, p.cmdline) for pid, p in sorted(found.items())]
         procs = processes()
@@ -517,6 +522,8 @@ def memory_once(ctx: Ctx, runtime: str, k: int) -> Json:
     return {
         "runtime": runtime,
         "containers": k,
+        "ksm": ksm is not None,
+        "ksm_settle": settled,
         "ok": True,
         "shim_count": len(shims),
         "shim_pss_kb": shim_pss,
@@ -531,31 +538,108 @@ def memory_once(ctx: Ctx, runtime: str, k: int) -> Json:
     }
 
 
-def measure_memory(ctx: Ctx, counts: list[int]) -> Json:
+def measure_memory(ctx: Ctx, counts: list[int], ksm_modes: list[bool]) -> Json:
+    """Every count for both runtimes, once per KSM mode (on: ksmd runs, at the kernel's default
+    speed; off: everything unmerged, ksmd stopped). The machine's setting is put back after."""
     results = []
-    for k in counts:
-        for runtime in ctx.runtimes:
-            try:
-                m = memory_once(ctx, runtime, k)
-            except FAILURES as e:
-                results.append(
-                    {"runtime": runtime, "containers": k, "ok": False, "error": describe(e)}
-                )
-                progress(f"  memory K={k} {label(runtime)}: FAILED: {describe(e)}")
+    ksm = Ksm()
+    before = ksm.run if ksm.available() else None
+    try:
+        for on in ksm_modes:
+            if before is not None:
+                ksm.switch(on)
+            for k in counts:
+                for runtime in ctx.runtimes:
+                    try:
+                        m = memory_once(ctx, runtime, k, ksm if on else None)
+                    except FAILURES as e:
+                        results.append({"runtime": runtime, "containers": k, "ksm": on,
+                                        "ok": False, "error": describe(e)})
+                        progress(f"  memory K={k} KSM {'on' if on else 'off'} {label(runtime)}: "
+                                 f"FAILED: {describe(e)}")
+                        continue
+                    warm = (
+                        f" + warm parent {m['warm_parent_pss_kb'] / 1024:.1f} MiB"
+                        if m["warm_parent_count"]
+                        else ""
+                    )
+                    waited = (f" (after {m['ksm_settle']['waited_s']:.0f} s of ksmd)"
+                              if m["ksm_settle"] else "")
+                    progress(
+                        f"  memory K={k} KSM {'on' if on else 'off'} {label(runtime)}: "
+                        f"{m['shim_count']} shim(s) {m['shim_pss_kb'] / 1024:.1f} MiB{warm} -> "
+                        f"{m['pss_per_container_kb'] / 1024:.1f} MiB per container, "
+                        f"{m['threads_max']} threads{waited}"
+                    )
+                    results.append(m)
+    finally:
+        if before is not None:
+            ksm.restore(before)
+    return {"runs": results, "ksm_run_before": before, **failed_note(results)}
+
+
+KSM_DIR = Path("/sys/kernel/mm/ksm")
+
+
+class Ksm:
+    """The kernel's samepage merging (/sys/kernel/mm/ksm): its switch, and waiting for ksmd."""
+
+    def available(self) -> bool:
+        return (KSM_DIR / "run").exists()
+
+    def read(self, name: str) -> int:
+        return int((KSM_DIR / name).read_text())
+
+    @property
+    def run(self) -> int:
+        return self.read("run")
+
+    def switch(self, on: bool) -> None:
+        if on:
+            (KSM_DIR / "run").write_text("1\n")
+            return
+        (KSM_DIR / "run").write_text("2\n")  # stop, and unmerge everything merged
+        deadline = time.monotonic() + 60
+        while self.read("pages_shared") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (KSM_DIR / "run").write_text("0\n")
+
+    def restore(self, run: int) -> None:
+        if run != self.run:
+            self.switch(run == 1)
+
+    def settle(self, quiet_scans: int = 2, timeout: float = 300.0) -> Json:
+        """Wait until `quiet_scans` full scans in a row merged (almost) nothing more; how long it
+        took, and ksmd's CPU time meanwhile. A page is merged only once it has stayed the same
+        between two scans, so new shims take several."""
+        t0, cpu0 = time.monotonic(), ksmd_cpu_seconds()
+        scans, sharing, quiet = self.read("full_scans"), self.read("pages_sharing"), 0
+        while quiet < quiet_scans:
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"ksmd still merging after {timeout} s")
+            time.sleep(0.2)
+            if self.read("full_scans") == scans:
                 continue
-            warm = (
-                f" + warm parent {m['warm_parent_pss_kb'] / 1024:.1f} MiB"
-                if m["warm_parent_count"]
-                else ""
-            )
-            progress(
-                f"  memory K={k} {label(runtime)}: {m['shim_count']} shim(s) "
-                f"{m['shim_pss_kb'] / 1024:.1f} MiB{warm} -> "
-                f"{m['pss_per_container_kb'] / 1024:.1f} MiB per container, "
-                f"{m['threads_max']} threads"
-            )
-            results.append(m)
-    return {"runs": results, **failed_note(results)}
+            scans, now = self.read("full_scans"), self.read("pages_sharing")
+            quiet = quiet + 1 if now - sharing <= max(16, sharing // 100) else 0
+            sharing = now
+        return {
+            "waited_s": round(time.monotonic() - t0, 1),
+            "full_scans": scans,
+            "ksmd_cpu_s": round(ksmd_cpu_seconds() - cpu0, 2),
+            "pages_shared": self.read("pages_shared"),
+            "pages_sharing": self.read("pages_sharing"),
+        }
+
+
+def ksmd_cpu_seconds() -> float:
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if read_bytes(f"/proc/{entry.name}/comm").strip() == b"ksmd":
+                    fields = read_bytes(f"/proc/{entry.name}/stat").rsplit(b")", 1)[1].split()
+                    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
 
 
 def drain(stream: IO[bytes]) -> int:
@@ -821,6 +905,11 @@ def machine(runtimes: tuple[str, str]) -> Json:
         "runc": first_line(["runc", "--version"]),
         "shims": shims,
         "python": sys.version,
+        "ksm": {
+            name: int((KSM_DIR / name).read_text())
+            for name in ("run", "pages_to_scan", "sleep_millisecs")
+            if (KSM_DIR / name).exists()
+        },
         "git": f"{git}{' (dirty)' if dirty else ''}",
     }
 
@@ -895,22 +984,26 @@ def rows(result: Json, runtimes: tuple[str, str]) -> list[Row]:
     timed("exec", "exec `ctr task exec true`", "ms", 1000, 0)
     if "memory" in wanted:
         by_key = {
-            (m["runtime"], m["containers"]): m
+            (m["runtime"], m["containers"], m.get("ksm", False)): m
             for m in result.get("memory", {}).get("runs", [])
             if m.get("ok")
         }
-        for k in result["options"]["containers"]:
-            ma, mb = by_key.get((a, k)), by_key.get((b, k))
-            out.append(
-                Row(
-                    f"pss_k{k}",
-                    f"PSS per container, K={k} (MiB)",
-                    "MiB",
-                    ma["pss_per_container_kb"] / 1024 if ma else None,
-                    mb["pss_per_container_kb"] / 1024 if mb else None,
-                    1,
+        modes = result["options"].get("ksm", [False])
+        for on in modes:
+            for k in result["options"]["containers"]:
+                ma, mb = by_key.get((a, k, on)), by_key.get((b, k, on))
+                out.append(
+                    Row(
+                        f"pss_k{k}{'_ksm' if on else ''}",
+                        f"PSS per container, K={k}, KSM {'on' if on else 'off'} (MiB)",
+                        "MiB",
+                        ma["pss_per_container_kb"] / 1024 if ma else None,
+                        mb["pss_per_container_kb"] / 1024 if mb else None,
+                        1,
+                    )
                 )
-            )
+        for k in result["options"]["containers"]:
+            ma, mb = by_key.get((a, k, modes[0])), by_key.get((b, k, modes[0]))
             out.append(
                 Row(
                     f"threads_k{k}",
@@ -1054,26 +1147,32 @@ def chart(result: Json, table_rows: list[Row], runtimes: tuple[str, str], path: 
         pax.tick_params(axis="y", labelsize=8)
     if "memory" in result:
         pax = fig.add_subplot(grid[1, col])
-        counts = result["options"]["containers"]
+        groups = [(k, on) for on in options.get("ksm", [False]) for k in options["containers"]]
         by_key = {
-            (m["runtime"], m["containers"]): m
+            (m["runtime"], m["containers"], m.get("ksm", False)): m
             for m in result["memory"].get("runs", [])
             if m.get("ok")
         }
         width = 0.38
         for j, runtime in enumerate(runtimes):
             ys = [
-                by_key[runtime, k]["pss_per_container_kb"] / 1024 if (runtime, k) in by_key else 0
-                for k in counts
+                by_key[runtime, k, on]["pss_per_container_kb"] / 1024
+                if (runtime, k, on) in by_key
+                else 0
+                for k, on in groups
             ]
             pax.bar(
-                [i + (j - 0.5) * width for i in range(len(counts))],
+                [i + (j - 0.5) * width for i in range(len(groups))],
                 ys,
                 width,
                 color=colors[runtime],
                 label=label(runtime),
             )
-        pax.set_xticks(range(len(counts)), [f"K={k}" for k in counts], fontsize=8)
+        pax.set_xticks(
+            range(len(groups)),
+            [f"K={k}\nKSM {'on' if on else 'off'}" for k, on in groups],
+            fontsize=7,
+        )
         pax.set_title("PSS per container (MiB)", fontsize=9)
         pax.legend(fontsize=7)
         pax.tick_params(axis="y", labelsize=8)
@@ -1100,6 +1199,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--rounds", type=int, help="rounds of the concurrent measure per runtime (2)")
     add("--stdout-mib", type=int, help="MiB written to stdout (1024)")
     add("--stdout-runs", type=int, help="runs of the stdout measure per runtime (3)")
+    add("--ksm", choices=("both", "on", "off"), default="both",
+        help="memory with the kernel's samepage merging off, on, or both (both)")
     add("--only", help=f"a subset of the measures, comma-separated: {','.join(MEASURES)}")
     add("--runtime-a", default=PYRUNC_RUNTIME)
     add("--runtime-b", default=RUNC_RUNTIME)
@@ -1128,6 +1229,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.containers = [int(k) for k in str(args.containers).split(",") if k.strip()]
+    args.ksm = {"both": [False, True], "on": [True], "off": [False]}[args.ksm]
     args.only = [m.strip() for m in (args.only or ",".join(MEASURES)).split(",") if m.strip()]
     unknown = set(args.only) - set(MEASURES)
     if unknown or not args.only:
@@ -1158,6 +1260,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
             "stdout_mib": args.stdout_mib,
             "stdout_runs": args.stdout_runs,
+            "ksm": args.ksm,
             "only": args.only,
             "quick": args.quick,
             "runtimes": list(runtimes),
@@ -1180,8 +1283,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         (
             "memory",
-            f"memory: K = {', '.join(map(str, args.containers))} containers",
-            lambda ctx: measure_memory(ctx, args.containers),
+            f"memory: K = {', '.join(map(str, args.containers))} containers, KSM "
+            + " then ".join("on" if on else "off" for on in args.ksm),
+            lambda ctx: measure_memory(ctx, args.containers, args.ksm),
         ),
         (
             "stdout",
