@@ -32,10 +32,12 @@ $(VENV)/.deps: setup.cfg | deps
 
 venv: $(VENV)/.deps
 
-# A real (non-editable) install: containerd runs the console script from .venv/bin.
+# A real (non-editable) install: containerd runs the shim binary from .venv/bin, where the
+# launcher replaces pip's console script (the same entry point, started without `site`).
 $(VENV)/.installed: $(VENV)/.deps $(SOURCES)
 	rm -rf build  # setuptools would install stale copies of modules removed since
 	$(PY) -m pip install -q --no-deps --no-build-isolation --force-reinstall .
+	$(PY) -m pyrunc.shim.launcher
 	touch $@
 
 install: $(VENV)/.installed
