@@ -79,6 +79,37 @@ def test_shims_offer_their_memory_to_ksm_and_containers_do_not(containerd: Conta
         containerd.remove(id)
 
 
+KSM_RUN = Path("/sys/kernel/mm/ksm/run")
+
+
+def test_with_ksm_running_the_shims_pages_are_merged_again(containerd: Containerd) -> None:
+    """What the marks are for: ksmd shares again pages the shims copied from the warm parent."""
+    warm_pid = ensure_warm_parent(containerd)
+    ids = [unique_id("merge") for _ in range(3)]
+    before = KSM_RUN.read_text().strip()
+    try:
+        KSM_RUN.write_text("1\n")
+        for id in ids:
+            containerd.ctr("run", "-d", "--runtime", PYRUNC_RUNTIME, IMAGE, id, "sleep", "600")
+        shims = [call(containerd, id, "Connect", shim_pb2.ConnectRequest(id=id)).shim_pid
+                 for id in ids]
+        deadline = time.monotonic() + 90
+        merged: dict[int, int] = {}
+        while time.monotonic() < deadline:
+            merged = {pid: int(Path(f"/proc/{pid}/ksm_merging_pages").read_text())
+                      for pid in (warm_pid, *shims)}
+            if all(pages >= 64 for pages in merged.values()):
+                break
+            time.sleep(1)
+        assert all(pages >= 64 for pages in merged.values()), merged
+    finally:
+        for id in ids:
+            containerd.remove(id)
+        if before == "0":
+            KSM_RUN.write_text("2\n")  # unmerge what this test merged, then stop as before
+        KSM_RUN.write_text(before + "\n")
+
+
 def test_the_warm_parent_refuses_peers_with_other_credentials(containerd: Containerd) -> None:
     ensure_warm_parent(containerd)
     probe = (
