@@ -1193,7 +1193,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
-    add("--runs", type=int, help="measured start and exec runs per runtime (15)")
+    add("--runs", type=int, help="measured start and exec runs per runtime (40)")
     add("--containers", help="container counts K for the memory measure (1,20)")
     add("--concurrent", type=int, help="containers started at once (50)")
     add("--rounds", type=int, help="rounds of the concurrent measure per runtime (2)")
@@ -1214,7 +1214,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     defaults: Json = {
-        "runs": 15,
+        "runs": 40,
         "containers": "1,20",
         "concurrent": 50,
         "rounds": 2,
