@@ -35,8 +35,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import _socket
     import socket
-    from collections.abc import Mapping
-    from typing import Any
+    from collections.abc import Callable, Mapping
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 WARM_DIR = "/run/pyrunc"
 IDLE_EXIT = 300.0  # seconds without a fork and without a living child
@@ -192,7 +194,8 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
     shimlog.setup(debug=False, fields={})  # the shims change only their fields
     os.chdir("/")  # hold no bundle: the first container's may be removed while we live
     del prctl
-    rehearse(os.path.dirname(path))  # before SIGCHLD is ignored: it reaps its own children
+    # Before SIGCHLD is ignored: the rehearsal reaps its own children.
+    best_effort("rehearsal", lambda: rehearse(os.path.dirname(path)))
 
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
@@ -209,9 +212,9 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
     children: set[int] = set()
     last_fork = time.monotonic()
     gc.collect()
-    _fillers = fill_allocator_holes()  # held while we serve
+    _fillers = best_effort("filling the allocator's free blocks", fill_allocator_holes)  # kept
     gc.freeze()  # keep the collector from writing to (and so copying) the shared pages
-    offer_pages_to_ksm()
+    best_effort("marking memory for samepage merging", offer_pages_to_ksm)
     try:
         while True:
             try:
@@ -241,6 +244,18 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
             with contextlib.suppress(OSError):
                 os.unlink(leftover)
         listener.close()
+
+
+def best_effort(what: str, step: Callable[[], T]) -> T | None:
+    """Run one of the steps that only make shims cheaper; a failure is logged, not fatal: shims
+    forked without it work the same."""
+    import logging
+
+    try:
+        return step()
+    except Exception:
+        logging.getLogger("pyrunc.warm").exception("warm parent: %s failed", what)
+        return None
 
 
 def allocator_holes() -> dict[int, int]:

@@ -60,3 +60,17 @@ def test_log_setup_again_keeps_the_handler_and_changes_the_fields(
     assert len(lines) == 2
     assert lines[0].endswith("level=info msg=hello namespace=k8s.io")
     assert lines[1].endswith("level=debug msg=shown namespace=other")
+
+
+def test_a_step_that_only_saves_memory_cannot_stop_the_warm_parent(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from pyrunc.shim.warm import best_effort
+
+    def broken() -> int:
+        raise OSError("no such file: true")
+
+    assert best_effort("counting", lambda: 3) == 3
+    with caplog.at_level(logging.ERROR):
+        assert best_effort("rehearsal", broken) is None
+    assert "warm parent: rehearsal failed" in caplog.text
+    assert "no such file: true" in caplog.text
