@@ -17,8 +17,9 @@ for good.
 
 `start` asks for a shim over a unix socket (0600, in a 0700 directory, and the peer's uid and gid
 must be the parent's), sending the shim's already-bound listener with SCM_RIGHTS and its
-arguments as one JSON line; the reply is the child's pid. When no warm parent answers, `start`
-spawns a shim the slow way and starts a warm parent for the next ones.
+arguments, working directory and environment as NUL-separated fields; the reply is the child's
+pid. When no warm parent answers, `start` spawns a shim the slow way and starts a warm parent for
+the next ones.
 
 The socket's name carries a hash of the installed code, so a reinstalled pyrunc never forks from a
 parent holding the old code; a parent with nothing to do for IDLE_EXIT seconds and no children
@@ -261,17 +262,16 @@ def best_effort(what: str, step: Callable[[], T]) -> T | None:
 def allocator_holes() -> dict[int, int]:
     """Free blocks in pymalloc's partly used pools: {block size: count}, from the interpreter's
     own report (sys._debugmallocstats, which writes to the C stderr)."""
-    saved = os.dup(2)
-    report = os.memfd_create("mallocstats")
-    try:
-        os.dup2(report, 2)
-        sys._debugmallocstats()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-    os.lseek(report, 0, os.SEEK_SET)
-    with open(report, "rb") as f:
-        text = f.read().decode(errors="replace")
+    with open(os.memfd_create("mallocstats"), "rb") as report:
+        saved = os.dup(2)
+        try:
+            os.dup2(report.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        report.seek(0)
+        text = report.read().decode(errors="replace")
     holes = {}
     table = text.partition("-----------\n")[2].partition("\n\n")[0]
     for line in table.splitlines():
