@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from pyrunc.protos import shim_pb2
 from pyrunc.shim import warm
 from tests.integration.conftest import IMAGE, unique_id
@@ -63,6 +65,12 @@ def ksm_marks(pid: int) -> dict[str, str]:
             if k in ("ksm_merge_any", "ksm_mergeable")}
 
 
+# Samepage merging is a kernel build option; without it there is nothing to offer memory to.
+needs_ksm = pytest.mark.skipif(not Path("/sys/kernel/mm/ksm/run").exists(),
+                               reason="this kernel has no samepage merging (CONFIG_KSM)")
+
+
+@needs_ksm
 def test_shims_offer_their_memory_to_ksm_and_containers_do_not(containerd: Containerd) -> None:
     warm_pid = ensure_warm_parent(containerd)
     id = unique_id("ksm")
@@ -82,6 +90,7 @@ def test_shims_offer_their_memory_to_ksm_and_containers_do_not(containerd: Conta
 KSM_RUN = Path("/sys/kernel/mm/ksm/run")
 
 
+@needs_ksm
 def test_with_ksm_running_the_shims_pages_are_merged_again(containerd: Containerd) -> None:
     """What the marks are for: ksmd shares again pages the shims copied from the warm parent."""
     warm_pid = ensure_warm_parent(containerd)
