@@ -544,6 +544,9 @@ def measure_memory(ctx: Ctx, counts: list[int], ksm_modes: list[bool]) -> Json:
     results = []
     ksm = Ksm()
     before = ksm.run if ksm.available() else None
+    if before is None and True in ksm_modes:
+        progress("  memory: this kernel has no samepage merging: measured with KSM off only")
+        ksm_modes = [False]
     try:
         for on in ksm_modes:
             if before is not None:
@@ -988,7 +991,8 @@ def rows(result: Json, runtimes: tuple[str, str]) -> list[Row]:
             for m in result.get("memory", {}).get("runs", [])
             if m.get("ok")
         }
-        modes = result["options"].get("ksm", [False])
+        measured = {m.get("ksm", False) for m in result.get("memory", {}).get("runs", [])}
+        modes = [on for on in result["options"].get("ksm", [False]) if on in measured] or [False]
         for on in modes:
             for k in result["options"]["containers"]:
                 ma, mb = by_key.get((a, k, on)), by_key.get((b, k, on))
@@ -1147,7 +1151,9 @@ def chart(result: Json, table_rows: list[Row], runtimes: tuple[str, str], path: 
         pax.tick_params(axis="y", labelsize=8)
     if "memory" in result:
         pax = fig.add_subplot(grid[1, col])
-        groups = [(k, on) for on in options.get("ksm", [False]) for k in options["containers"]]
+        measured = {m.get("ksm", False) for m in result["memory"].get("runs", [])}
+        groups = [(k, on) for on in options.get("ksm", [False]) if on in measured
+                  for k in options["containers"]]
         by_key = {
             (m["runtime"], m["containers"], m.get("ksm", False)): m
             for m in result["memory"].get("runs", [])
