@@ -75,6 +75,28 @@ class ExecProcess(Process):
     spec: bytes = b""
 
 
+def with_terminal(spec: bytes, terminal: bool) -> bytes:
+    """The exec's OCI Process with `terminal` as the request has it, as the Go shim does.
+
+    containerd's Go client asks for a tty in ExecProcessRequest.terminal and may leave the spec's
+    own `terminal` false; runc goes by the spec, and refuses a console socket without a tty
+    ("cannot use console socket if runc will not detach or allocate tty"). So the request
+    decides, both ways. A spec that already agrees is handed on byte for byte.
+    """
+    import json
+
+    try:
+        process = json.loads(spec)
+    except ValueError as e:  # (UnicodeDecodeError is one)
+        raise ContainerError(f"invalid process spec: {e}") from e
+    if not isinstance(process, dict):
+        raise ContainerError("invalid process spec: not a JSON object")
+    if bool(process.get("terminal", False)) is terminal:
+        return spec
+    process["terminal"] = terminal
+    return json.dumps(process, separators=(",", ":")).encode()
+
+
 class Container:
     def __init__(self, config: CreateConfig, monitor: ProcessMonitor) -> None:
         self.id = config.id
@@ -338,7 +360,8 @@ class Container:
         if exec_id in self.execs:
             raise ContainerError(f"exec {exec_id} already exists", "exists")
         self.init.check(Op.EXEC)
-        process = ExecProcess(id=exec_id, stdio=stdio, exec_id=exec_id, spec=spec)
+        process = ExecProcess(id=exec_id, stdio=stdio, exec_id=exec_id,
+                              spec=with_terminal(spec, stdio.terminal))
         self.execs[exec_id] = process
         return process
 
