@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -143,6 +143,18 @@ def warm_parents(procs: dict[int, Proc]) -> list[int]:
         if WARM_MARKER in p.cmdline
         and not (p.ppid in procs and WARM_MARKER in procs[p.ppid].cmdline)
     )
+
+
+def serving_warm_parents(
+    warm: Iterable[int], ppids: Mapping[int, int], shims: Iterable[int]
+) -> list[int]:
+    """The warm parents in `warm` that forked at least one of `shims` (`ppids` maps pid to ppid).
+
+    A shim forked by a warm parent keeps it as its parent (it only calls setsid), so this leaves
+    out the warm parents of other pyrunc installations or other containerds on the machine.
+    """
+    parents = {ppids[pid] for pid in shims if pid in ppids}
+    return sorted(parents.intersection(warm))
 
 
 def warm_files() -> set[Path]:
@@ -494,8 +506,9 @@ def measure_exec(ctx: Ctx, runs: int) -> Json:
 def memory_once(ctx: Ctx, runtime: str, k: int, ksm: Ksm | None) -> Json:
     """PSS of what serves K running `sleep` containers of one runtime, then tear them down.
 
-    For pyrunc that is its shims plus its warm parent(s), which exist only to fork shims; the
-    warm parent's PSS is counted whole, even if shims of another containerd share it. With
+    For pyrunc that is its shims plus the warm parent(s) that forked them, which exist only to
+    fork shims; a warm parent's PSS is counted whole, even if shims of another containerd share
+    it, and warm parents that forked none of these shims are not counted. With
     `ksm` (samepage merging running), the figures are read once ksmd has stopped merging more,
     for either runtime.
     """
@@ -511,7 +524,8 @@ def memory_once(ctx: Ctx, runtime: str, k: int, ksm: Ksm | None) -> Json:
         found, warm = ctx.shims.find(ids)
         shims = [proc_memory(pid, p.cmdline) for pid, p in sorted(found.items())]
         procs = processes()
-        parents = [proc_memory(pid, procs[pid].cmdline) for pid in warm if pid in procs]
+        serving = serving_warm_parents(warm, {pid: p.ppid for pid, p in found.items()}, found)
+        parents = [proc_memory(pid, procs[pid].cmdline) for pid in serving if pid in procs]
     except FAILURES:
         discard(ctx, ids)
         raise
