@@ -7,7 +7,10 @@ suite=$1 dest=$2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/lists/partial" "$work/archives/partial"
-echo "deb http://deb.debian.org/debian $suite main" > "$work/sources.list"
+# The Debian archive as the system's own apt sources name it (whatever mirror or proxy the
+# machine is set up with); the system's python3, as this runs before any virtual environment.
+mirror=$(/usr/bin/python3 "$(dirname "$0")/apt_mirror.py")
+echo "deb $mirror $suite main" > "$work/sources.list"
 opts=(-oDir::Etc::SourceList="$work/sources.list" -oDir::Etc::SourceParts=/dev/null
       -oDir::State::Lists="$work/lists" -oDir::Cache::Archives="$work/archives"
       -oAPT::Sandbox::User=root -qq)
