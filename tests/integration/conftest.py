@@ -23,6 +23,7 @@ from tests.support import (
     make_rootfs_dir,
     unique_id,
 )
+from tests.support.names import CONTAINERD_VERSION, DROP_IN, containerd_binaries
 
 __all__ = ["IMAGE", "both_runtimes", "unique_id"]
 
@@ -59,9 +60,14 @@ def pytest_runtest_makereport(
 def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
     """A private containerd with IMAGE imported. Set PYRUNC_TEST_LOG_LEVEL=debug for more log."""
     base = os.environ.get("PYRUNC_TEST_BASE_DIR")  # a fixed dir is kept after the run
+    try:
+        binary, ctr = containerd_binaries(CONTAINERD_VERSION)
+    except FileNotFoundError as e:
+        pytest.fail(str(e))
     ctd = Containerd(
         Path(base) if base else None,
         log_level=os.environ.get("PYRUNC_TEST_LOG_LEVEL", "info"),
+        containerd_binary=binary, ctr_binary=ctr, drop_in=DROP_IN,
     )
     with ctd:
         tar = build_busybox_image(tmp_path_factory.mktemp("image") / "busybox.tar", IMAGE)

@@ -7,28 +7,23 @@ each runs here as a private daemon of its own, in a namespace of its own.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import IMAGE, unique_id
 from tests.support import Containerd, build_busybox_image
-from tests.support.names import ALL_SHIMS, PYRUNC_RUNTIME
-
-REPO = Path(__file__).resolve().parents[2]
-SUITES = {"1.7": "trixie", "2.x": "sid"}
+from tests.support.names import ALL_SHIMS, CONTAINERD_SUITES, PYRUNC_RUNTIME, containerd_binaries
 
 
-@pytest.fixture(scope="module", params=sorted(SUITES))
+@pytest.fixture(scope="module", params=sorted(CONTAINERD_SUITES))
 def other_containerd(request: pytest.FixtureRequest,
                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
-    suite = SUITES[request.param]
-    binaries = REPO / ".cache" / f"containerd-{suite}" / "usr" / "bin"
-    if not (binaries / "containerd").exists():
-        pytest.fail(f"containerd {request.param} is not fetched: run `make test` (it runs "
-                    f"tests/support/fetch_containerd.sh {suite} {binaries.parents[1]})")
-    ctd = Containerd(namespace=f"pyrunc-{suite}", containerd_binary=str(binaries / "containerd"),
-                     ctr_binary=str(binaries / "ctr"))
+    try:
+        binary, ctr = containerd_binaries(request.param)
+    except FileNotFoundError as e:
+        pytest.fail(str(e))
+    ctd = Containerd(namespace=f"pyrunc-{CONTAINERD_SUITES[request.param]}",
+                     containerd_binary=binary, ctr_binary=ctr)
     with ctd:
         tar = build_busybox_image(tmp_path_factory.mktemp("image") / "busybox.tar", IMAGE)
         ctd.import_image(tar, IMAGE)

@@ -18,7 +18,7 @@ from pyrunc.shim.ttrpc.status import TTRPCError
 from tests.integration.conftest import IMAGE, unique_id
 from tests.support import Containerd
 from tests.support.events import event_log
-from tests.support.names import PYRUNC_RUNTIME
+from tests.support.names import CONTAINERD_VERSION, PYRUNC_RUNTIME
 from tests.support.shim_client import bundle_of, call
 
 
@@ -72,6 +72,12 @@ def test_exit_while_containerd_is_down_is_reported_after(containerd: Containerd)
     id = run_detached(containerd, "sh", "-c", "sleep 1; exit 7")
     try:
         containerd.restart(down_for=2.5)  # the exit happens while containerd is away
+        if CONTAINERD_VERSION != "1.6":
+            # containerd 1.7 and later take a shim whose task has no process left when they
+            # load it as leaked ("cleaning leaked shim process"), and remove the task: the Go
+            # shim's and pyrunc's alike. Nothing may be left of it.
+            containerd.wait_for_status(id, None)
+            return
         with event_log(containerd) as events:
             containerd.wait_for_status(id, "STOPPED")
             events.wait_for(id, "/tasks/exit", timeout=15)  # queued by the shim, then delivered
@@ -88,7 +94,8 @@ def test_output_written_while_nobody_reads_is_kept(containerd: Containerd) -> No
     try:
         containerd.restart(down_for=2.5)
         attach = subprocess.Popen(
-            ["ctr", "-a", containerd.address, "-n", containerd.namespace, "task", "attach", id],
+            [containerd.ctr_binary, "-a", containerd.address, "-n", containerd.namespace, "task",
+             "attach", id],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         try:

@@ -54,7 +54,7 @@ def test_stdin_reaches_the_container_and_ends(containerd: Containerd, runtime: s
     # created (an EOF before that is lost by ctr itself, with either shim).
     id = unique_id("stdin")
     ctr = subprocess.Popen(
-        ["ctr", "-a", containerd.address, "-n", containerd.namespace, "run", "--rm",
+        [containerd.ctr_binary, "-a", containerd.address, "-n", containerd.namespace, "run", "--rm",
          "--runtime", runtime, IMAGE, id, "sh", "-c", "cat; echo done"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )

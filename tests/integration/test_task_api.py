@@ -3,7 +3,9 @@
 CRIU does not work on this machine, so checkpoint and restore run through a wrapper `runc` that
 records its arguments and fails as CRIU does; everything else it passes to the real runc. The
 wrapper is named as BinaryName in a runtime config file (`ctr --runtime-config-path`), which is
-how CRI configures non-runc runtimes too.
+how CRI configures non-runc runtimes too. ctr sends a config file to any runtime name but
+io.containerd.runc.v2 (to which it sends runc.v1 Options of its --runc-* flags instead), so these
+tests name pyrunc by its own runtime name, under which it is installed in every lane.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from pyrunc.shim.ttrpc.status import TTRPCError
 from tests.integration.conftest import IMAGE, both_runtimes, unique_id
 from tests.support import Containerd, make_rootfs_dir
 from tests.support.events import event_log
-from tests.support.names import PYRUNC_RUNTIME
+from tests.support.names import PYRUNC_OWN_RUNTIME, PYRUNC_RUNTIME
 from tests.support.shim_client import bundle_of, call
 
 FAKE_CRIU_ERROR = "criu failed: type NOTIFY errno 0 (no CRIU here)"
+CONFIG_FILE_RUNTIME = PYRUNC_OWN_RUNTIME
 RESOURCES_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 
 
@@ -127,7 +130,7 @@ def test_runtime_config_file_sets_the_runc_binary_and_root(
     wrapper, args = fake_runc
     root = Path("/run/pyrunc-test-root") / unique_id("root")
     config = config_file(tmp_path, BinaryName=str(wrapper), Root=str(root))
-    id = start_container(containerd, PYRUNC_RUNTIME, "--runtime-config-path", str(config))
+    id = start_container(containerd, CONFIG_FILE_RUNTIME, "--runtime-config-path", str(config))
     try:
         assert (root / containerd.namespace / id / "state.json").exists()
         assert f"create --bundle {bundle_of(containerd, id)}" in args.read_text()
@@ -142,7 +145,7 @@ def test_checkpoint_hands_runc_its_options_and_reports_criu_failure(
         containerd: Containerd, tmp_path: Path, fake_runc: tuple[Path, Path]) -> None:
     wrapper, args = fake_runc
     config = config_file(tmp_path, BinaryName=str(wrapper))
-    id = start_container(containerd, PYRUNC_RUNTIME, "--runtime-config-path", str(config))
+    id = start_container(containerd, CONFIG_FILE_RUNTIME, "--runtime-config-path", str(config))
     try:
         result = containerd.ctr("task", "checkpoint", id, check=False)
         assert result.returncode != 0
@@ -163,7 +166,7 @@ def test_checkpoint_options_become_runc_flags(
         containerd: Containerd, tmp_path: Path, fake_runc: tuple[Path, Path], kind: str) -> None:
     wrapper, args = fake_runc
     config = config_file(tmp_path, BinaryName=str(wrapper))
-    id = start_container(containerd, PYRUNC_RUNTIME, "--runtime-config-path", str(config))
+    id = start_container(containerd, CONFIG_FILE_RUNTIME, "--runtime-config-path", str(config))
     fields = dict(exit=True, open_tcp=True, external_unix_sockets=True, terminal=True,
                   file_locks=True, empty_namespaces=["network"], cgroups_mode="soft",
                   image_path=str(tmp_path / "image"), work_path=str(tmp_path / "work"))
@@ -234,7 +237,7 @@ def test_shim_cgroup_from_start_options(containerd: Containerd, tmp_path: Path) 
             path.mkdir()
             made.append(path)
         config = config_file(tmp_path, ShimCgroup=f"/{group}")
-        id = start_container(containerd, PYRUNC_RUNTIME, "--runtime-config-path", str(config))
+        id = start_container(containerd, CONFIG_FILE_RUNTIME, "--runtime-config-path", str(config))
         shim_pid = call(containerd, id, "Connect", shim_pb2.ConnectRequest(id=id)).shim_pid
         cgroups = Path(f"/proc/{shim_pid}/cgroup").read_text()
         assert f":memory:/{group}\n" in cgroups
@@ -255,7 +258,7 @@ def test_shim_cgroup_from_start_options(containerd: Containerd, tmp_path: Path) 
 
 def test_io_uid_and_gid_own_the_stdio_pipes(containerd: Containerd, tmp_path: Path) -> None:
     config = config_file(tmp_path, IoUid=1234, IoGid=2345)
-    id = start_container(containerd, PYRUNC_RUNTIME, "--runtime-config-path", str(config))
+    id = start_container(containerd, CONFIG_FILE_RUNTIME, "--runtime-config-path", str(config))
     try:
         init = next(t.pid for t in containerd.tasks() if t.id == id)
         stdout = os.stat(f"/proc/{init}/fd/1")
@@ -281,7 +284,7 @@ def test_pivot_and_keyring_options_reach_runc(
         containerd: Containerd, tmp_path: Path, fake_runc: tuple[Path, Path]) -> None:
     wrapper, args = fake_runc
     config = config_file(tmp_path, BinaryName=str(wrapper), NoPivotRoot=True, NoNewKeyring=True)
-    id = start_container(containerd, PYRUNC_RUNTIME, "--runtime-config-path", str(config))
+    id = start_container(containerd, CONFIG_FILE_RUNTIME, "--runtime-config-path", str(config))
     try:
         create = next(a for a in args.read_text().splitlines() if " create " in a)
         assert "--no-pivot" in create.split() and "--no-new-keyring" in create.split()

@@ -24,7 +24,7 @@ def ctr_in_a_terminal(ctd: Containerd, *args: str, input: bytes = b"",
     pid, master = pty.fork()
     if pid == 0:
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        os.execvp("ctr", ["ctr", "-a", ctd.address, "-n", ctd.namespace, *args])
+        os.execvp(ctd.ctr_binary, ["ctr", "-a", ctd.address, "-n", ctd.namespace, *args])
     output = b""
     sent = False
     deadline = time.monotonic() + timeout

@@ -237,6 +237,7 @@ class Containerd:
         containerd_binary: str = "containerd",
         ctr_binary: str = "ctr",
         start_timeout: float = 30.0,
+        drop_in: bool = False,
     ) -> None:
         self._own_base = base_dir is None
         self.base = Path(base_dir or tempfile.mkdtemp(prefix="pyrunc-", dir="/tmp")).absolute()
@@ -253,6 +254,9 @@ class Containerd:
         self.log_path = self.base / "containerd.log"
         self.pid_path = self.base / "containerd.pid"
         self.shim_path_dir = Path(sys.executable).parent  # not resolved: the venv's bin
+        # With drop_in, pyrunc is also installed as containerd-shim-runc-v2 (a symlink, as an
+        # operator would make it) in a directory ahead of everything on the daemon's PATH.
+        self.drop_in_dir = self.base / "drop-in" if drop_in else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._sockets_before: set[str] = set()
@@ -326,6 +330,13 @@ class Containerd:
     def _launch(self) -> None:
         env = dict(os.environ)
         path = [str(self.shim_path_dir), *env.get("PATH", "").split(":"), *STANDARD_PATH.split(":")]
+        if self.drop_in_dir is not None:
+            self.drop_in_dir.mkdir(exist_ok=True)
+            link = self.drop_in_dir / RUNC_SHIM
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+            link.symlink_to(self.shim_path_dir / PYRUNC_SHIM)
+            path.insert(0, str(self.drop_in_dir))
         env["PATH"] = ":".join(dict.fromkeys(p for p in path if p))
         env.pop("NOTIFY_SOCKET", None)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 -- lives as long as the daemon
