@@ -13,6 +13,7 @@ import pyrunc.protos
 from pyrunc.protos import (
     events_pb2,
     forward_pb2,
+    introspection_pb2,
     metrics_v1_pb2,
     metrics_v2_pb2,
     mount_pb2,
@@ -95,6 +96,8 @@ def test_installed_modules_match_repository() -> None:
         (runctypes_pb2.CheckpointOptions.DESCRIPTOR, "containerd.linux.runc.CheckpointOptions"),
         (metrics_v1_pb2.Metrics.DESCRIPTOR, "io.containerd.cgroups.v1.Metrics"),
         (metrics_v2_pb2.Metrics.DESCRIPTOR, "io.containerd.cgroups.v2.Metrics"),
+        (introspection_pb2.RuntimeInfo.DESCRIPTOR, "containerd.types.RuntimeInfo"),
+        (introspection_pb2.RuntimeVersion.DESCRIPTOR, "containerd.types.RuntimeVersion"),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
