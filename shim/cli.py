@@ -4,8 +4,14 @@ containerd speaks Go's flag syntax: a single dash before long names (`-namespace
 flags first, then the action: `start`, `delete`, or none for the long-running shim itself.
 
 `start` and `delete` are on the path of every container start and stop, so the command lines
-containerd actually sends are parsed by a small Go-flag parser before anything else is imported;
-everything else (help, versions, mistakes) goes to click, built from the same table of flags.
+containerd actually sends are parsed by a small Go-flag parser before anything else is imported,
+and so is `-v`. Everything else (help, mistakes) goes to click, built from the same table of
+flags.
+
+The runtime name is the one the binary was run as: containerd runs runtime
+`io.containerd.X.vN` as `containerd-shim-X-vN`, so an installation linked under another name
+(`containerd-shim-runc-v2`, to stand in for the Go shim) logs, titles its processes and
+answers `-v` as that runtime.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-RUNTIME_NAME = "io.containerd.pyrunc.v1"
+RUNTIME_NAME = "io.containerd.pyrunc.v1"  # when the binary's name is not a shim's name
+BINARY_PREFIX = "containerd-shim-"
 
 # name -> (is a boolean flag, help). The one place the flags are declared.
 FLAGS: dict[str, tuple[bool, str]] = {
@@ -32,13 +39,41 @@ FLAGS: dict[str, tuple[bool, str]] = {
     "socket": (False, "socket path to serve on (instead of fd 3)"),
     "debug-socket": (False, "ignored"),
     "debug": (True, "log at debug level"),
+    "version": (True, "print the version and exit"),
+    # pyrunc's own: `start` names the runtime to the shim it spawns (whose own argv[0] is
+    # Python's), so that the shim logs under the name containerd ran `start` as.
+    "runtime-name": (False, "runtime name to log and answer as (default: from the binary's "
+                     "name)"),
 }
+ALIASES = {"v": "version"}  # Go's shim takes both -v and -version
 ACTIONS = ("start", "delete")
+
+
+def runtime_name_of(argv0: str) -> str:
+    """The runtime a binary named like `containerd-shim-X-vN` serves: `io.containerd.X.vN`, the
+    reverse of containerd's mapping; RUNTIME_NAME for any other name (`python -m`)."""
+    base = argv0.rpartition("/")[2]
+    if not base.startswith(BINARY_PREFIX):
+        return RUNTIME_NAME
+    name, _, version = base[len(BINARY_PREFIX):].rpartition("-")
+    if not name or len(version) < 2 or version[0] != "v" or not version[1:].isdigit() \
+            or not version[1:].isascii() or "." in name:
+        return RUNTIME_NAME
+    return f"io.containerd.{name}.{version}"
+
+
+def binary_name_of(runtime: str) -> str:
+    """containerd's binary name for a runtime: the last two parts of its name (io.containerd.X.vN
+    -> containerd-shim-X-vN)."""
+    parts = runtime.split(".")
+    if len(parts) < 2:
+        parts = RUNTIME_NAME.split(".")
+    return f"{BINARY_PREFIX}{parts[-2]}-{parts[-1]}"
 
 
 def parse_go_flags(argv: Sequence[str]) -> dict[str, Any] | None:
     """Go's flag syntax for FLAGS followed by an optional action; None if argv is anything else
-    (unknown flags, -h, -v, stray words): click then explains."""
+    (unknown flags, -h, stray words): click then explains."""
     values: dict[str, Any] = {name.replace("-", "_"): (False if boolean else "")
                               for name, (boolean, _) in FLAGS.items()}
     values["action"] = None
@@ -48,6 +83,7 @@ def parse_go_flags(argv: Sequence[str]) -> dict[str, Any] | None:
         if not arg.startswith("-") or arg in ("-", "--"):
             break
         name, has_value, value = arg.lstrip("-").partition("=")
+        name = ALIASES.get(name, name)
         if name not in FLAGS:
             return None
         boolean = FLAGS[name][0]
@@ -71,15 +107,17 @@ def parse_go_flags(argv: Sequence[str]) -> dict[str, Any] | None:
 
 
 def run(*, namespace: str, id: str, address: str, publish_binary: str, bundle: str, socket: str,
-        debug: bool, debug_socket: str, action: str | None, version: bool = False) -> int:
-    if version:
-        print(f"containerd-shim-pyrunc-v1:\n  Version: {__version__}\n  Runtime: {RUNTIME_NAME}")
+        debug: bool, debug_socket: str, action: str | None, version: bool = False,
+        runtime_name: str = "") -> int:
+    runtime = runtime_name or runtime_name_of(sys.argv[0])
+    if version:  # as the Go shim: -v wins over any action
+        print(f"{binary_name_of(runtime)}:\n  Version: {__version__}\n  Runtime: {runtime}")
         return 0
     if action == "start":
         from pyrunc.shim import manager
 
         return manager.start(namespace=namespace, id=id, address=address, debug=debug,
-                             socket_path=socket)
+                             socket_path=socket, runtime=runtime)
     if action == "delete":
         from pyrunc.shim import manager
 
@@ -88,7 +126,7 @@ def run(*, namespace: str, id: str, address: str, publish_binary: str, bundle: s
     from pyrunc.shim import daemon
 
     return daemon.run(namespace=namespace, id=id, address=address, debug=debug,
-                      socket_path=socket)
+                      socket_path=socket, runtime=runtime)
 
 
 def without_ssl() -> None:
@@ -101,7 +139,7 @@ def main() -> None:
     values = parse_go_flags(sys.argv[1:])
     if values is not None:
         sys.exit(run(**values))
-    _click_command()(prog_name="containerd-shim-pyrunc-v1")
+    _click_command()(prog_name=binary_name_of(runtime_name_of(sys.argv[0])))
 
 
 def _click_command() -> Any:
@@ -115,12 +153,11 @@ def _click_command() -> Any:
         sys.exit(run(**values))
 
     params: list[click.Parameter] = [
-        click.Option([f"-{name}", f"--{name}"], is_flag=boolean, default=False if boolean else "",
-                     help=help)
+        click.Option([f"-{name}", f"--{name}", *(f"-{a}" for a, n in ALIASES.items()
+                                                  if n == name)],
+                     is_flag=boolean, default=False if boolean else "", help=help)
         for name, (boolean, help) in FLAGS.items()
     ]
-    params.append(click.Option(["-v", "--version"], "version", is_flag=True, default=False,
-                               help="print the version and exit"))
     params.append(click.Argument(["action"], required=False))
     return click.Command(
         "containerd-shim-pyrunc-v1", callback=callback, params=params,

@@ -16,6 +16,7 @@ import signal
 import socket
 
 from pyrunc.shim import log as shimlog
+from pyrunc.shim.cli import RUNTIME_NAME
 from pyrunc.shim.publisher import Publisher
 from pyrunc.shim.reaper import Reaper
 from pyrunc.shim.task import TASK_SERVICES, TaskService
@@ -28,8 +29,10 @@ DEFAULT_TTRPC_ADDRESS = "/run/containerd/containerd.sock.ttrpc"
 
 
 def run(*, namespace: str, id: str, address: str, debug: bool, socket_path: str = "",
-        listener_fd: int = LISTENER_FD) -> int:
-    fields = {"runtime": "io.containerd.pyrunc.v1", "namespace": namespace}
+        listener_fd: int = LISTENER_FD, runtime: str = RUNTIME_NAME) -> int:
+    # `runtime` is the name containerd ran `start` as (see cli.runtime_name_of): an operator
+    # who linked pyrunc in as another runtime finds its lines in containerd's log under that.
+    fields = {"runtime": runtime, "namespace": namespace}
     shimlog.setup(debug=debug, fields=fields, fifo="log")
     if socket_path:
         from pyrunc.shim.manager import bind_socket

@@ -111,7 +111,8 @@ def write_address(bundle: str, address: str) -> None:
     os.replace(tmp, path)
 
 
-def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: str = "") -> int:
+def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: str = "",
+          runtime: str = "io.containerd.pyrunc.v1") -> int:
     """The `start` action. Prints the address; returns the exit code."""
     bundle = os.getcwd()
     try:
@@ -134,7 +135,7 @@ def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: st
         try:
             write_address(bundle, shim_address)
             child = _start_shim(listener, namespace=namespace, id=id, address=address,
-                                debug=debug, options=options)
+                                debug=debug, options=options, runtime=runtime)
         except BaseException:
             listener.close()
             _unlink(path)
@@ -166,15 +167,17 @@ def _listen_or_join(path: str) -> _socket.socket | None:
 
 
 def _start_shim(listener: _socket.socket, *, namespace: str, id: str, address: str,
-                debug: bool, options: bytes) -> int:
+                debug: bool, options: bytes, runtime: str) -> int:
     """Fork the shim from the node's warm parent (which also applies the runtime options);
-    without one, spawn it the slow way and start a warm parent for the next containers."""
+    without one, spawn it the slow way and start a warm parent for the next containers.
+    `runtime` is the name this binary was run as, which the shim logs and is titled under."""
     from pyrunc.shim import warm
 
-    pid = warm.request_shim(listener, namespace=namespace, id=id, address=address, debug=debug,
-                            options=options)
+    pid = warm.request_shim(listener, runtime=runtime, namespace=namespace, id=id,
+                            address=address, debug=debug, options=options)
     if pid is None:
-        pid = _spawn_shim(listener, namespace=namespace, id=id, address=address, debug=debug)
+        pid = _spawn_shim(listener, namespace=namespace, id=id, address=address, debug=debug,
+                          runtime=runtime)
         try:
             apply_start_options(pid, options)
         except BaseException:
@@ -185,11 +188,13 @@ def _start_shim(listener: _socket.socket, *, namespace: str, id: str, address: s
 
 
 def _spawn_shim(listener: _socket.socket, *, namespace: str, id: str, address: str,
-                debug: bool) -> int:
+                debug: bool, runtime: str) -> int:
     from pyrunc.shim.spawn import spawn
 
+    # Python names the shim's argv[0] after the module, so the runtime name is passed on: for
+    # the shim's log, and for `ps`, where it then shows among containerd's flags.
     argv = [sys.executable, "-I", "-m", "pyrunc.shim",
-            "-namespace", namespace, "-id", id, "-address", address]
+            "-namespace", namespace, "-id", id, "-address", address, "-runtime-name", runtime]
     if debug:
         argv.append("-debug")
     # stdio to /dev/null: containerd waits for EOF on start's output, so the long-running shim

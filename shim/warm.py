@@ -16,10 +16,10 @@ merging, which, when the node runs it, shares again the pages shims copied but d
 for good.
 
 `start` asks for a shim over a unix socket (0600, in a 0700 directory, and the peer's uid and gid
-must be the parent's), sending the shim's already-bound listener with SCM_RIGHTS and its
-arguments, working directory and environment as NUL-separated fields; the reply is the child's
-pid. When no warm parent answers, `start` spawns a shim the slow way and starts a warm parent for
-the next ones.
+must be the parent's), sending the shim's already-bound listener with SCM_RIGHTS and its runtime
+name, arguments, working directory and environment as NUL-separated fields; the reply is the
+child's pid. When no warm parent answers, `start` spawns a shim the slow way and starts a warm
+parent for the next ones.
 
 The socket's name carries a hash of the installed code, so a reinstalled pyrunc never forks from a
 parent holding the old code; a parent with nothing to do for IDLE_EXIT seconds and no children
@@ -66,15 +66,18 @@ def socket_path(ident: str | None = None) -> str:
 # --- the client side: `start` ------------------------------------------------------------
 
 
-REQUEST_VERSION = b"pyrunc-warm-1"
+# 2: the runtime name travels in the request. One warm parent serves every name the installed
+# code is linked under (its socket is named after the code), so each shim must be told its own.
+REQUEST_VERSION = b"pyrunc-warm-2"
+REQUEST_FIELDS = 8  # the version, then the fields before the environment
 
 
-def encode_request(namespace: str, id: str, address: str, debug: bool, options: bytes,
-                   cwd: str, env: Mapping[str, str]) -> bytes:
+def encode_request(runtime: str, namespace: str, id: str, address: str, debug: bool,
+                   options: bytes, cwd: str, env: Mapping[str, str]) -> bytes:
     """A request for one shim, as NUL-separated fields (none of them can hold a NUL): cheaper
     to build on start's path than JSON."""
-    fields = [REQUEST_VERSION, namespace.encode(), id.encode(), address.encode(),
-              b"1" if debug else b"", options.hex().encode(), cwd.encode()]
+    fields = [REQUEST_VERSION, runtime.encode(), namespace.encode(), id.encode(),
+              address.encode(), b"1" if debug else b"", options.hex().encode(), cwd.encode()]
     fields += [f"{key}={value}".encode() for key, value in env.items()]
     return b"\0".join(fields)
 
@@ -82,17 +85,20 @@ def encode_request(namespace: str, id: str, address: str, debug: bool, options: 
 def decode_request(data: bytes) -> tuple[dict[str, Any], str, dict[str, str]]:
     """(args, cwd, env) of a request; ValueError if it is not one."""
     fields = data.split(b"\0")
-    if len(fields) < 7 or fields[0] != REQUEST_VERSION:
+    if len(fields) < REQUEST_FIELDS or fields[0] != REQUEST_VERSION:
         raise ValueError("not a pyrunc warm parent request")
-    namespace, id, address, debug, options, cwd = (f.decode() for f in fields[1:7])
-    env = dict(entry.decode().partition("=")[::2] for entry in fields[7:])
-    args = {"namespace": namespace, "id": id, "address": address, "debug": debug == "1",
-            "options": bytes.fromhex(options)}
+    runtime, namespace, id, address, debug, options, cwd = (
+        f.decode() for f in fields[1:REQUEST_FIELDS])
+    if not runtime:
+        raise ValueError("a pyrunc warm parent request without a runtime name")
+    env = dict(entry.decode().partition("=")[::2] for entry in fields[REQUEST_FIELDS:])
+    args = {"runtime": runtime, "namespace": namespace, "id": id, "address": address,
+            "debug": debug == "1", "options": bytes.fromhex(options)}
     return args, cwd, env
 
 
-def request_shim(listener: _socket.socket, *, namespace: str, id: str, address: str,
-                 debug: bool, options: bytes, path: str | None = None,
+def request_shim(listener: _socket.socket, *, runtime: str, namespace: str, id: str,
+                 address: str, debug: bool, options: bytes, path: str | None = None,
                  timeout: float = 5.0) -> int | None:
     """Ask the warm parent for a shim serving `listener`; its pid, or None if no warm parent
     answers (then the caller starts one the slow way). Raises ValueError with the parent's
@@ -102,7 +108,8 @@ def request_shim(listener: _socket.socket, *, namespace: str, id: str, address: 
     `socket` module costs it more to import than everything else here."""
     import _socket
 
-    request = encode_request(namespace, id, address, debug, options, os.getcwd(), os.environ)
+    request = encode_request(runtime, namespace, id, address, debug, options, os.getcwd(),
+                             os.environ)
     fd = listener.fileno().to_bytes(4, sys.byteorder, signed=True)  # a C int, for SCM_RIGHTS
     conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     reply = b""
@@ -391,13 +398,16 @@ def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
         import prctl
 
         from pyrunc.shim import daemon
+        from pyrunc.shim.cli import binary_name_of
 
+        # The command line containerd's Go shim would show, under the name `start` ran as.
         prctl.set_proctitle(" ".join([
-            "containerd-shim-pyrunc-v1", "-namespace", args["namespace"], "-id", args["id"],
+            binary_name_of(args["runtime"]), "-namespace", args["namespace"], "-id", args["id"],
             "-address", args["address"], *(["-debug"] if args.get("debug") else [])]))
         os.chdir(cwd)
         code = daemon.run(namespace=args["namespace"], id=args["id"], address=args["address"],
-                          debug=bool(args.get("debug")), listener_fd=shim_listener)
+                          debug=bool(args.get("debug")), listener_fd=shim_listener,
+                          runtime=args["runtime"])
     except BaseException:
         import traceback
 

@@ -1,4 +1,5 @@
-"""The command line as containerd sends it, and the hand-encoded DeleteResponse."""
+"""The command line as containerd sends it, the runtime name the binary was run as, the
+warm parent's requests, and the hand-encoded DeleteResponse."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from pyrunc.protos import shim_pb2
-from pyrunc.shim.cli import _click_command, parse_go_flags
+from pyrunc.shim.cli import _click_command, binary_name_of, parse_go_flags, runtime_name_of
 from pyrunc.shim.manager import encode_delete_response
 
 
@@ -33,18 +34,67 @@ def test_no_action_is_the_long_running_shim() -> None:
     assert values is not None and values["action"] is None
 
 
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["-v"], "version"), (["-version"], "version"), (["--version=true"], "version"),
+])
+def test_version_takes_the_fast_path(argv: list[str], flag: str) -> None:
+    values = parse_go_flags(argv)
+    assert values is not None and values[flag] is True
+
+
+def test_start_names_the_runtime_to_the_shim_it_spawns() -> None:
+    values = parse_go_flags(["-namespace", "n", "-id", "c", "-address", "/a",
+                             "-runtime-name", "io.containerd.foo.v3"])
+    assert values is not None and values["runtime_name"] == "io.containerd.foo.v3"
+
+
 @pytest.mark.parametrize("argv", [
-    ["-v"], ["-h"], ["--help"], ["-nope", "x", "start"], ["-id"], ["-id", "c", "stop"],
+    ["-h"], ["--help"], ["-nope", "x", "start"], ["-id"], ["-id", "c", "stop"],
     ["-id", "c", "start", "extra"], ["-debug=maybe", "start"],
 ])
 def test_anything_else_goes_to_click(argv: list[str]) -> None:
     assert parse_go_flags(argv) is None
 
 
-def test_click_prints_the_version_and_refuses_unknown_actions() -> None:
+@pytest.mark.parametrize(("argv0", "runtime"), [
+    ("/usr/local/bin/containerd-shim-pyrunc-v1", "io.containerd.pyrunc.v1"),
+    ("containerd-shim-runc-v2", "io.containerd.runc.v2"),
+    ("/tmp/x/containerd-shim-foo-v3", "io.containerd.foo.v3"),
+    ("/opt/containerd-shim-foo-bar-v12", "io.containerd.foo-bar.v12"),
+    # anything else: the default name
+    ("/opt/pyrunc/lib/python3.11/site-packages/pyrunc/shim/__main__.py",
+     "io.containerd.pyrunc.v1"),
+    ("-c", "io.containerd.pyrunc.v1"), ("", "io.containerd.pyrunc.v1"),
+    ("containerd-shim-v2", "io.containerd.pyrunc.v1"),
+    ("containerd-shim-foo-2", "io.containerd.pyrunc.v1"),
+    ("containerd-shim-foo-v", "io.containerd.pyrunc.v1"),
+    ("containerd-shim-foo-v²", "io.containerd.pyrunc.v1"),
+    ("containerd-shim-a.b-v1", "io.containerd.pyrunc.v1"),
+    ("/containerd-shim-foo-v1/python", "io.containerd.pyrunc.v1"),
+])
+def test_the_runtime_name_is_the_one_the_binary_was_run_as(argv0: str, runtime: str) -> None:
+    assert runtime_name_of(argv0) == runtime
+
+
+@pytest.mark.parametrize(("runtime", "binary"), [
+    ("io.containerd.pyrunc.v1", "containerd-shim-pyrunc-v1"),
+    ("io.containerd.foo-bar.v12", "containerd-shim-foo-bar-v12"),
+    ("com.example.thing.v2", "containerd-shim-thing-v2"),  # containerd's mapping: the last two
+    ("nodots", "containerd-shim-pyrunc-v1"),
+])
+def test_binary_names_are_containerds(runtime: str, binary: str) -> None:
+    assert binary_name_of(runtime) == binary
+
+
+def test_click_prints_the_version_and_refuses_unknown_actions(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     runner = CliRunner()
-    version = runner.invoke(_click_command(), ["-v"])
+    version = runner.invoke(_click_command(), ["--version"])
     assert version.exit_code == 0 and "io.containerd.pyrunc.v1" in version.output
+    monkeypatch.setattr("sys.argv", ["/opt/bin/containerd-shim-runc-v2", "--version"])
+    version = runner.invoke(_click_command(), ["--version"])
+    assert version.output.splitlines()[0] == "containerd-shim-runc-v2:"
+    assert "Runtime: io.containerd.runc.v2" in version.output
     bad = runner.invoke(_click_command(), ["-id", "c", "stop"])
     assert bad.exit_code == 2 and "unknown action 'stop'" in bad.output
 
@@ -68,10 +118,12 @@ def test_warm_requests_round_trip() -> None:
 
     env = {"PATH": "/usr/bin:/bin", "TTRPC_ADDRESS": "/run/c.sock.ttrpc", "EMPTY": "",
            "WITH=EQUALS": "a=b"}
-    data = encode_request("k8s.io", "c1", "/run/containerd/containerd.sock", True,
-                          b"\x0a\x03any", "/run/bundle", env)
+    data = encode_request("io.containerd.runc.v2", "k8s.io", "c1",
+                          "/run/containerd/containerd.sock", True, b"\x0a\x03any", "/run/bundle",
+                          env)
     args, cwd, decoded_env = decode_request(data)
-    assert args == {"namespace": "k8s.io", "id": "c1",
+    # the runtime name travels with each request: one warm parent serves every installed name
+    assert args == {"runtime": "io.containerd.runc.v2", "namespace": "k8s.io", "id": "c1",
                     "address": "/run/containerd/containerd.sock", "debug": True,
                     "options": b"\x0a\x03any"}
     assert cwd == "/run/bundle"
@@ -79,7 +131,11 @@ def test_warm_requests_round_trip() -> None:
                            "EMPTY": "", "WITH": "EQUALS=a=b"}  # the first '=' splits, as in C
 
 
-@pytest.mark.parametrize("garbage", [b"", b"{}", b"pyrunc-warm-0\0a\0b\0c\0\0\0/", b"\xff" * 9])
+@pytest.mark.parametrize("garbage", [
+    b"", b"{}", b"pyrunc-warm-0\0a\0b\0c\0\0\0/", b"\xff" * 9,
+    b"pyrunc-warm-1\0ns\0id\0/a\0\0\0/bundle\0PATH=/bin",  # the request before the name
+    b"pyrunc-warm-2\0\0ns\0id\0/a\0\0\0/bundle\0PATH=/bin",  # a request without one
+])
 def test_anything_else_is_not_a_warm_request(garbage: bytes) -> None:
     from pyrunc.shim.warm import decode_request
 
@@ -126,3 +182,28 @@ def test_a_warm_parent_starting_up_is_not_started_twice(tmp_path: object) -> Non
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         os.close(fd)
+
+
+def test_start_passes_the_runtime_name_to_the_warm_parent_and_the_slow_way(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from pyrunc.shim import manager, spawn, warm
+
+    requests: list[dict[str, object]] = []
+    spawned: list[list[str]] = []
+    monkeypatch.setattr(warm, "request_shim", lambda listener, **kw: requests.append(kw))
+    monkeypatch.setattr(warm, "spawn_warm_parent", lambda: None)
+    monkeypatch.setattr(spawn, "spawn", lambda argv, **kw: spawned.append(list(argv)) or 4242)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        pid = manager._start_shim(listener, namespace="ns", id="c1", address="/a", debug=False,
+                                  options=b"", runtime="io.containerd.foo.v3")
+    finally:
+        listener.close()
+    assert pid == 4242  # no warm parent answered (None): spawned the slow way
+    assert requests[0]["runtime"] == "io.containerd.foo.v3"
+    argv = spawned[0]
+    assert argv[argv.index("-runtime-name") + 1] == "io.containerd.foo.v3"
+    values = parse_go_flags(argv[4:])  # what the spawned shim's command line parses to
+    assert values is not None and values["runtime_name"] == "io.containerd.foo.v3"

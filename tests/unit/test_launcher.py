@@ -40,3 +40,21 @@ def test_a_written_launcher_runs_the_shim(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "Runtime: io.containerd.pyrunc.v1" in out.stdout
     assert [p.name for p in tmp_path.iterdir()] == [launcher.SCRIPT]  # no temporary file left
+
+
+def test_a_launcher_linked_under_another_name_answers_as_that_runtime(tmp_path: Path) -> None:
+    """The kernel hands a `#!` interpreter the path it was asked to run, so sys.argv[0] is the
+    link's, and the name there is the runtime's (an operator's drop-in for the Go shim)."""
+    target = tmp_path / "bin" / launcher.SCRIPT
+    target.parent.mkdir()
+    assert launcher.main([str(target)]) == 0
+    link = tmp_path / "containerd-shim-foo-v3"
+    link.symlink_to(target)
+    out = subprocess.run([str(link), "-v"], capture_output=True, text=True, timeout=30,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "containerd-shim-foo-v3:"
+    assert "Runtime: io.containerd.foo.v3" in out.stdout
+    plain = subprocess.run([sys.executable, "-m", "pyrunc.shim", "-v"], capture_output=True,
+                           text=True, timeout=30, check=True)
+    assert "Runtime: io.containerd.pyrunc.v1" in plain.stdout  # python -m: the default name
