@@ -38,7 +38,8 @@ class ProcessMonitor(Protocol):
         """Start argv with the given fds as 0/1/2 (None: /dev/null) and extra_fds as 3, 4, ….
 
         The returned future resolves when the child has been reaped; it is registered before
-        this call returns, so no exit can be missed.
+        this call returns, so no exit can be missed. A program that cannot be started raises
+        OSError, as posix_spawn does (oci/errors.py words it as Go would, either way).
         """
         ...
 

@@ -12,10 +12,11 @@ import os
 
 TYPE_CHECKING = False  # typing is not imported at run time: `delete` loads this module
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Sequence
     from typing import Any
 
-    from pyrunc.oci.monitor import ProcessMonitor
+    from pyrunc.oci.monitor import Exit, ProcessMonitor
     from pyrunc.oci.options import CheckpointOpts, RuntimeOptions
 
 DEFAULT_RUNC_ROOT = "/run/containerd/runc"
@@ -101,14 +102,18 @@ class Runc:
 
     def last_error(self, since: int = 0) -> str:
         """The last error runc logged after byte offset `since` of its log, or ''."""
-        import json
-
         try:
-            with open(self.log, "rb") as f:
-                f.seek(since)
-                lines = f.read().splitlines()
+            return self._logged_error(since)
         except OSError:
             return ""
+
+    def _logged_error(self, since: int) -> str:
+        """last_error(), raising OSError when the log cannot be read."""
+        import json
+
+        with open(self.log, "rb") as f:
+            f.seek(since)
+            lines = f.read().splitlines()
         for line in reversed(lines):
             try:
                 entry = json.loads(line)
@@ -137,8 +142,8 @@ class Runc:
             in_r = _input_pipe(input) if input is not None else None
             out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             try:
-                _, exited = self.monitor.spawn(
-                    argv, stdin=in_r, stdout=out_w, stderr=out_w, env=self.env,
+                exited = self._spawn(
+                    args[0], since, argv, stdin=in_r, stdout=out_w, stderr=out_w,
                     extra_fds=extra_fds,
                 )
             except BaseException:
@@ -150,17 +155,46 @@ class Runc:
                     os.close(in_r)
             output = await read_until_eof(out_r)
         else:
-            _, exited = self.monitor.spawn(
-                argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2], env=self.env,
+            exited = self._spawn(
+                args[0], since, argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
                 extra_fds=extra_fds,
             )
             output = b""
         status = (await exited).status
         if status != 0:
             text = output.decode(errors="replace").strip()
-            message = self.last_error(since) or text or f"{self.binary} exited with status {status}"
-            raise RuncError(args[0], status, message, text)
+            raise self._error(args[0], status, since,
+                              text or f"{self.binary} exited with status {status}", text)
         return output
+
+    def _spawn(self, command: str, since: int, argv: list[str], *, stdin: int | None,
+               stdout: int | None, stderr: int | None, extra_fds: Sequence[int]
+               ) -> asyncio.Future[Exit]:
+        """Start runc; a runc that cannot be started (not found, not executable) is a
+        RuncError worded as Go's os/exec words it."""
+        try:
+            _, exited = self.monitor.spawn(argv, stdin=stdin, stdout=stdout, stderr=stderr,
+                                           env=self.env, extra_fds=extra_fds)
+        except OSError as e:
+            from pyrunc.oci.errors import start_failure
+
+            raise self._error(command, -1, since, start_failure(self.binary, e)) from e
+        return exited
+
+    def _error(self, command: str, status: int, since: int, cause: str, output: str = ""
+               ) -> RuncError:
+        """A failed invocation, explained as the Go shim's runtimeError does: by runc's own last
+        logged error; failing that by the cause (its output, or why it did not start), after
+        why runc's log could not be read when it could not (when runc never ran, say: then
+        the Go shim too reports `unable to retrieve OCI runtime error (open …/log.json: no
+        such file or directory)`)."""
+        try:
+            message = self._logged_error(since) or cause
+        except OSError as e:
+            from pyrunc.oci.errors import describe
+
+            message = f"unable to retrieve OCI runtime error ({describe(e, 'open')}): {cause}"
+        return RuncError(command, status, message, output)
 
     async def create(
         self,

@@ -296,10 +296,16 @@ def delete(*, namespace: str, id: str, bundle: str, debug: bool) -> int:
     if not os.path.isdir(bundle):
         runc.log = os.devnull  # a half-made or removed bundle: runc may still know the id
     if os.path.exists(os.path.join(runc.root, id)):
-        status, output = _run(runc.argv("delete", "--force", id))
-        if status != 0:
-            _warn(f"failed to remove runc container {id}: "
-                  f"{runc.last_error() or output or f'exit status {status}'}")
+        try:
+            status, output = _run(runc.argv("delete", "--force", id))
+        except OSError as e:  # runc cannot be started: say so in os/exec's words, go on
+            from pyrunc.oci.errors import describe
+
+            _warn(f"failed to remove runc container {id}: {describe(e)}")
+        else:
+            if status != 0:
+                _warn(f"failed to remove runc container {id}: "
+                      f"{runc.last_error() or output or f'exit status {status}'}")
     try:
         unmount_all(os.path.join(bundle, "rootfs"))
     except MountError as e:
@@ -319,6 +325,9 @@ def _run(argv: list[str]) -> tuple[int, str]:
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
         pid = spawn(argv, stdout=w, stderr=w)
+    except BaseException:
+        os.close(r)
+        raise
     finally:
         os.close(w)
     with os.fdopen(r, "rb") as output:

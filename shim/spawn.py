@@ -38,6 +38,10 @@ def spawn(
 
     Every other fd stays behind: Python opens them close-on-exec. The child starts with default
     signal dispositions and an empty signal mask, whatever the shim set for itself.
+
+    A program that cannot be started raises ExecError, which reads as Go's os/exec does
+    (`exec: "runc": executable file not found in $PATH`): containerd passes the text on, and
+    its users look for the program's name in double quotes.
     """
     wanted: list[tuple[int, int | None]] = [(0, stdin), (1, stdout), (2, stderr)]
     wanted += [(3 + i, fd) for i, fd in enumerate(extra_fds)]
@@ -54,15 +58,20 @@ def spawn(
                 dup = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor)
                 dups.append(dup)
                 actions.append((os.POSIX_SPAWN_DUP2, dup, target))
-        return os.posix_spawnp(
-            argv[0],
-            list(argv),
-            dict(os.environ if env is None else env),
-            file_actions=actions,
-            setsid=setsid,
-            setsigdef=_DEFAULT_SIGNALS,
-            setsigmask=(),
-        )
+        try:
+            return os.posix_spawnp(
+                argv[0],
+                list(argv),
+                dict(os.environ if env is None else env),
+                file_actions=actions,
+                setsid=setsid,
+                setsigdef=_DEFAULT_SIGNALS,
+                setsigmask=(),
+            )
+        except OSError as e:
+            from pyrunc.oci.errors import exec_error  # only now: `delete` runs through here
+
+            raise exec_error(argv[0], e) from e
     finally:
         for dup in dups:
             os.close(dup)
