@@ -4,14 +4,14 @@ containerd speaks Go's flag syntax: a single dash before long names (`-namespace
 flags first, then the action: `start`, `delete`, or none for the long-running shim itself.
 
 `start` and `delete` are on the path of every container start and stop, so the command lines
-containerd actually sends are parsed by a small Go-flag parser before anything else is imported,
-and so is `-v`. Everything else (help, mistakes) goes to click, built from the same table of
-flags.
+containerd actually sends are parsed by a small Go-flag parser before anything else is imported;
+so are `-v` and `-info` (containerd 1.7 and 2.x run `-info` to learn what the runtime supports).
+Everything else (help, mistakes) goes to click, built from the same table of flags.
 
 The runtime name is the one the binary was run as: containerd runs runtime
 `io.containerd.X.vN` as `containerd-shim-X-vN`, so an installation linked under another name
 (`containerd-shim-runc-v2`, to stand in for the Go shim) logs, titles its processes and
-answers `-v` as that runtime.
+answers `-v` and `-info` as that runtime.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ FLAGS: dict[str, tuple[bool, str]] = {
     "socket": (False, "socket path to serve on (instead of fd 3)"),
     "debug-socket": (False, "ignored"),
     "debug": (True, "log at debug level"),
+    "info": (True, "read runtime options on stdin, print the runtime's RuntimeInfo (protobuf) "
+             "and exit"),
     "version": (True, "print the version and exit"),
     # pyrunc's own: `start` names the runtime to the shim it spawns (whose own argv[0] is
     # Python's), so that the shim logs under the name containerd ran `start` as.
@@ -108,11 +110,16 @@ def parse_go_flags(argv: Sequence[str]) -> dict[str, Any] | None:
 
 def run(*, namespace: str, id: str, address: str, publish_binary: str, bundle: str, socket: str,
         debug: bool, debug_socket: str, action: str | None, version: bool = False,
-        runtime_name: str = "") -> int:
+        info: bool = False, runtime_name: str = "") -> int:
     runtime = runtime_name or runtime_name_of(sys.argv[0])
-    if version:  # as the Go shim: -v wins over any action
+    # As the Go shim: -v, then -info, win over any action.
+    if version:
         print(f"{binary_name_of(runtime)}:\n  Version: {__version__}\n  Runtime: {runtime}")
         return 0
+    if info:
+        from pyrunc.shim.info import main as info_main
+
+        return info_main(runtime)
     if action == "start":
         from pyrunc.shim import manager
 

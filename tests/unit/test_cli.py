@@ -35,9 +35,11 @@ def test_no_action_is_the_long_running_shim() -> None:
 
 
 @pytest.mark.parametrize(("argv", "flag"), [
-    (["-v"], "version"), (["-version"], "version"), (["--version=true"], "version"),
+    (["-info"], "info"), (["--info=true"], "info"), (["-v"], "version"), (["-version"], "version"),
+    (["--version=true"], "version"),
+    (["-namespace", "n", "-info", "start"], "info"),  # as the Go shim: -info wins
 ])
-def test_version_takes_the_fast_path(argv: list[str], flag: str) -> None:
+def test_info_and_version_take_the_fast_path(argv: list[str], flag: str) -> None:
     values = parse_go_flags(argv)
     assert values is not None and values[flag] is True
 
@@ -50,7 +52,7 @@ def test_start_names_the_runtime_to_the_shim_it_spawns() -> None:
 
 @pytest.mark.parametrize("argv", [
     ["-h"], ["--help"], ["-nope", "x", "start"], ["-id"], ["-id", "c", "stop"],
-    ["-id", "c", "start", "extra"], ["-debug=maybe", "start"],
+    ["-id", "c", "start", "extra"], ["-debug=maybe", "start"], ["-info=maybe"],
 ])
 def test_anything_else_goes_to_click(argv: list[str]) -> None:
     assert parse_go_flags(argv) is None
