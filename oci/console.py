@@ -32,6 +32,7 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any
 
+from pyrunc.oci.errors import MessageError, PathError, describe, quote
 from pyrunc.oci.stdio import (
     FILE,
     FdWaiter,
@@ -170,10 +171,11 @@ class ConsoleIO:
         try:
             self.uri = parse_stdout_uri(stdio.stdout)
         except ValueError as e:
-            raise OSError(errno.EINVAL, str(e)) from e
+            raise MessageError(errno.EINVAL, str(e)) from e
         if self.uri.is_binary:
-            raise OSError(
-                errno.EINVAL, f"{stdio.stdout!r}: a logging binary is not supported with a terminal"
+            raise MessageError(
+                errno.EINVAL,
+                f"{quote(stdio.stdout)}: a logging binary is not supported with a terminal",
             )
         self._master: int | None = None
         self._stdin_writer: int | None = None  # our write end of the stdin fifo (CloseIO)
@@ -213,8 +215,10 @@ class ConsoleIO:
                 return open_output(fifo_path(path))
             # Nobody wants the output, but the master must be drained or the process blocks.
             return None, os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        except PathError:
+            raise
         except OSError as e:
-            raise OSError(e.errno, f"open {path}: {e.strerror}") from e
+            raise PathError("open", e.filename or fifo_path(path), e.errno) from e
 
     def _spawn(self, coro: Coroutine[Any, Any, int]) -> asyncio.Task[int]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -230,7 +234,7 @@ class ConsoleIO:
         except OSError as e:
             # EIO: the tty is gone (its process exited); anything else is worth a word.
             if e.errno != errno.EIO:
-                log.warning("copying stdin to the console: %s", e)
+                log.warning("copying stdin to the console: %s", describe(e))
             return 0
         finally:
             self._close_fd(reader)

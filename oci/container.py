@@ -23,13 +23,14 @@ from dataclasses import dataclass
 
 from pyrunc.oci import bundle as bundles
 from pyrunc.oci.console import ConsoleIO, ConsoleSocket
+from pyrunc.oci.errors import describe
 from pyrunc.oci.monitor import Exit, ProcessMonitor
 from pyrunc.oci.mount import Mount, MountError, mount_all, unmount_all
 from pyrunc.oci.mount import check as check_mount
 from pyrunc.oci.options import CheckpointOpts, RuntimeOptions
 from pyrunc.oci.process import Op, Process, State
 from pyrunc.oci.runc import RuncError, read_pid_file, runc_for
-from pyrunc.oci.stdio import PipeIO, Stdio
+from pyrunc.oci.stdio import FILE, PipeIO, Stdio
 
 log = logging.getLogger("pyrunc.oci")
 
@@ -95,6 +96,17 @@ def with_terminal(spec: bytes, terminal: bool) -> bytes:
         return spec
     process["terminal"] = terminal
     return json.dumps(process, separators=(",", ":")).encode()
+
+
+def _io_start_failed(io: ProcessIO) -> str:
+    """What failed, in the Go shim's words, when a process's I/O could not start: it opens log
+    files and starts logging binaries while creating the I/O, before runc runs, and only then
+    starts copying to containerd's fifos (or the console)."""
+    if isinstance(io, ConsoleIO):
+        return "failed to start console copy"
+    if io.uri.is_binary or io.uri.scheme == FILE:
+        return "failed to create init process I/O"
+    return "failed to start io pipe copy"
 
 
 class Container:
@@ -192,7 +204,7 @@ class Container:
                 try:
                     master = await receiving
                 except (OSError, TimeoutError) as e:
-                    raise ContainerError(f"failed to retrieve console master: {e}") from e
+                    raise ContainerError(f"failed to retrieve console master: {describe(e)}") from e
         else:
             pipes = self._keep_io(key, lambda: PipeIO(
                 stdio, self.config.options.io_uid or -1, self.config.options.io_gid or -1,
@@ -213,13 +225,14 @@ class Container:
                 io.close_runc_side()
                 await io.start_async()
         except (OSError, RuntimeError, TimeoutError) as e:
-            raise ContainerError(f"failed to start io copy: {e}") from e
+            raise ContainerError(f"{_io_start_failed(io)}: {describe(e)}") from e
 
     def _keep_io(self, key: str, make: Callable[[], ProcessIO]) -> ProcessIO:
         try:
             io = make()
-        except OSError as e:
-            raise ContainerError(f"failed to create process I/O: {e}", "invalid") from e
+        except OSError as e:  # (the Go shim says "init" for exec processes too)
+            raise ContainerError(
+                f"failed to create init process I/O: {describe(e)}", "invalid") from e
         self._io[key] = io
         return io
 

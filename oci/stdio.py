@@ -29,6 +29,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from pyrunc.oci.errors import MessageError, PathError, describe, quote, start_failure
 from pyrunc.oci.monitor import Exit, ProcessMonitor
 
 log = logging.getLogger("pyrunc.stdio")
@@ -92,12 +93,12 @@ def parse_stdout_uri(value: str) -> StdoutURI:
     if not scheme:
         return StdoutURI(FIFO, value)
     if scheme not in (FIFO, FILE, BINARY, BINARY_V2):
-        raise ValueError(f"unknown STDIO scheme {scheme!r} in {value!r}")
+        raise ValueError(f"unknown STDIO scheme {scheme} in {quote(value)}")
     # Go takes u.Path and ignores the host, so "file://var/log/x" would write to /log/x. Refuse
     # it instead: the path must be absolute, after an empty authority.
     path = urllib.parse.unquote(parts.path)
     if parts.netloc or not os.path.isabs(path):
-        raise ValueError(f"{value!r} must name an absolute path, as {scheme}:///abs/path")
+        raise ValueError(f"{quote(value)} must name an absolute path, as {scheme}:///abs/path")
     if scheme in (FIFO, FILE):
         return StdoutURI(scheme, path)
     # Go ranges over url.Query(), a map: first value of each key, in no particular order. Here
@@ -249,9 +250,15 @@ def open_output(path: str) -> tuple[int | None, int]:
 
 def open_log_file(path: str) -> int:
     """Open the file of a file:// URI for appending, creating it (0644) and its directory
-    (0755) as Go's createIO does."""
-    os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    (0755) as Go's createIO does; PathError says which step failed, as Go's would."""
+    directory = os.path.dirname(path)
+    try:
+        os.makedirs(directory, 0o755, exist_ok=True)
+    except FileExistsError as e:  # a file where the directory should be: so Go's MkdirAll
+        raise PathError("mkdir", directory, errno.ENOTDIR) from e
+    except OSError as e:
+        raise PathError("mkdir", e.filename or directory, e.errno) from e
+    return _checked_open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
 
 def _is_fifo(path: str) -> bool:
@@ -259,7 +266,7 @@ def _is_fifo(path: str) -> bool:
 
 
 def _invalid(message: str) -> OSError:
-    return OSError(errno.EINVAL, message)
+    return MessageError(errno.EINVAL, message)
 
 
 class PipeIO:
@@ -290,7 +297,7 @@ class PipeIO:
         except ValueError as e:
             raise _invalid(str(e)) from e
         if self.uri.is_binary and monitor is None:
-            raise _invalid(f"{stdio.stdout!r}: a logging binary needs a process monitor")
+            raise _invalid(f"{quote(stdio.stdout)}: a logging binary needs a process monitor")
         self._monitor = monitor
         self._container_id = container_id
         self._namespace = namespace
@@ -335,7 +342,7 @@ class PipeIO:
         """Open containerd's fifos (or the log file) and start relaying. Raises OSError naming
         the path. With a logging binary, use start_async()."""
         if self.uri.is_binary:
-            raise RuntimeError(f"{self.stdio.stdout!r}: a logging binary needs start_async()")
+            raise RuntimeError(f"{quote(self.stdio.stdout)}: a logging binary needs start_async()")
         self._start_relays()
 
     async def start_async(self, ready_timeout: float = LOGGER_READY_TIMEOUT) -> None:
@@ -366,9 +373,10 @@ class PipeIO:
                     writer = open_log_file(self.uri.path)
                 else:
                     holder, writer = open_output(fifo_path(path))
+            except PathError:
+                raise
             except OSError as e:
-                name = self.stdio.stdout if self.uri.scheme == FILE else path
-                raise OSError(e.errno, f"open {name}: {e.strerror}") from e
+                raise PathError("open", e.filename or fifo_path(path), e.errno) from e
             self._owned.add(writer)
             if holder is not None:
                 self._owned.add(holder)
@@ -392,8 +400,10 @@ class PipeIO:
                 [self.uri.path, *self.uri.args], env=env,
                 extra_fds=[stdout_r, stderr_r, ready_w],
             )
-        except OSError as e:
-            raise OSError(e.errno, f"start logging binary {uri}: {e.strerror}") from e
+        except OSError as e:  # as Go's NewBinaryIO words it
+            raise MessageError(
+                e.errno, f"failed to start binary process: {start_failure(self.uri.path, e)}"
+            ) from e
         finally:
             # The logger holds these now (or nobody will): ours would hide its EOF on fd 5
             # and keep the pipes readable after it is gone.
@@ -407,14 +417,17 @@ class PipeIO:
                 async with asyncio.timeout(ready_timeout):
                     got = await _read_ready(ready_r)
             except TimeoutError:
-                raise OSError(
+                raise MessageError(
                     errno.ETIMEDOUT,
                     f"logging binary {uri} not ready after {ready_timeout:g}s",
                 ) from None
             except OSError as e:
-                raise OSError(e.errno, f"read from logging binary {uri}: {e.strerror}") from e
+                raise MessageError(
+                    e.errno, f"failed to read from logging binary: {describe(e)}"
+                ) from e
             if not got and self.uri.scheme == BINARY_V2:
-                raise OSError(errno.EIO, f"logging binary {uri} exited without calling ready")
+                raise MessageError(
+                    errno.EIO, f"logging binary {uri} exited without calling ready")
         except BaseException:
             self._kill_logger()
             raise
@@ -519,8 +532,8 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def _checked_open(path: str, flags: int) -> int:
+def _checked_open(path: str, flags: int, mode: int = 0o777) -> int:
     try:
-        return os.open(path, flags)
+        return os.open(path, flags, mode)
     except OSError as e:
-        raise OSError(e.errno, f"open {path}: {e.strerror}") from e
+        raise PathError("open", path, e.errno) from e

@@ -17,6 +17,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import IMAGE, both_runtimes, unique_id
 from tests.support import RUNC_RUNTIME, Containerd, shim_binary
 from tests.support.containerd import TASK_PLUGIN
@@ -55,6 +57,32 @@ def test_a_runc_binary_that_does_not_exist_fails_create_in_the_go_shims_words(
         "unable to retrieve OCI runtime error "
         f"(open {bundle}/log.json: no such file or directory): {NOT_FOUND}"
     ), stderr
+
+
+@both_runtimes
+@pytest.mark.parametrize("scheme", ["binary", "file"])
+def test_a_log_uri_that_cannot_be_used_fails_create_in_the_go_shims_words(
+        containerd: Containerd, runtime: str, tmp_path: Path, scheme: str) -> None:
+    blocker = tmp_path / "a-file"  # where the logger's or the log's directory should be
+    blocker.write_text("")
+    uri = f"{scheme}://{blocker}/" + ("logger" if scheme == "binary" else "ctr.log")
+    expected = {
+        # the Go shim's NewBinaryIO, and os/exec under it
+        "binary": f"failed to start binary process: fork/exec {blocker}/logger: "
+                  "not a directory",
+        # Go's MkdirAll of the log's directory
+        "file": f"failed to create init process I/O: mkdir {blocker}: not a directory",
+    }[scheme]
+    id = unique_id("badlog")
+    try:
+        result = containerd.ctr("run", "--rm", "--runtime", runtime, "--log-uri", uri,
+                                IMAGE, id, "true", check=False)
+    finally:
+        containerd.remove(id)
+    stderr = result.stderr.decode()
+    assert result.returncode != 0
+    assert stderr.startswith("ctr: failed to create shim task: "), stderr
+    assert expected in stderr, stderr
 
 
 def daemon_path(containerd: Containerd) -> str:
