@@ -33,6 +33,7 @@ import json
 import os
 import sys
 
+from pyrunc.oci.errors import quote, strerror
 from pyrunc.shim import __version__
 
 TYPE_CHECKING = False
@@ -105,7 +106,7 @@ def runtime_info(runtime: str, options_data: bytes) -> bytes:
     try:
         path = look_path(binary)
     except LookupError as e:
-        raise InfoError(f"failed to look up the path of {go_quote(binary)}: {e}") from None
+        raise InfoError(f"failed to look up the path of {quote(binary)}: {e}") from None
     features = go_features_json(runc_features(path))
     return encode_runtime_info(
         runtime, __version__, "", options,
@@ -169,17 +170,17 @@ def look_path(file: str) -> str:
     if "/" in file:
         problem = _not_executable(file)
         if problem:
-            raise LookupError(f"exec: {go_quote(file)}: {problem}")
+            raise LookupError(f"exec: {quote(file)}: {problem}")
         return file
     path = os.environ.get("PATH", "")
     for directory in path.split(":") if path else []:  # Go: an empty PATH has no entries
         candidate = os.path.normpath(os.path.join(directory or ".", file))
         if not _not_executable(candidate):
             if not os.path.isabs(candidate):  # Go 1.19+ refuses what "." in PATH found
-                raise LookupError(f"exec: {go_quote(file)}: cannot run executable found "
+                raise LookupError(f"exec: {quote(file)}: cannot run executable found "
                                   "relative to current directory")
             return candidate
-    raise LookupError(f"exec: {go_quote(file)}: executable file not found in $PATH")
+    raise LookupError(f"exec: {quote(file)}: executable file not found in $PATH")
 
 
 def _not_executable(path: str) -> str:
@@ -187,41 +188,12 @@ def _not_executable(path: str) -> str:
     try:
         mode = os.stat(path).st_mode
     except OSError as e:
-        return f"stat {path}: {go_errno(e.errno or 0)}"
+        return f"stat {path}: {strerror(e.errno)}"
     if mode & 0o170000 == 0o040000:
         return "is a directory"
     if not os.access(path, os.X_OK, effective_ids=True):
         return "permission denied"
     return ""
-
-
-def go_errno(number: int) -> str:
-    """An errno as Go's syscall.Errno prints it: glibc's text, lower-cased at the start."""
-    text = os.strerror(number)
-    return text[:1].lower() + text[1:]
-
-
-_QUOTED = {'"': '\\"', "\\": "\\\\", "\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n",
-           "\r": "\\r", "\t": "\\t", "\v": "\\v"}
-
-
-def go_quote(text: str) -> str:
-    """Go's strconv.Quote (what %q prints for a string)."""
-    out = ['"']
-    for c in text:
-        code = ord(c)
-        if c in _QUOTED:
-            out.append(_QUOTED[c])
-        elif c.isprintable() and not 0xD800 <= code <= 0xDFFF:
-            out.append(c)
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
 
 
 # --- runc features --------------------------------------------------------------------------

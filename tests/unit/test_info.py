@@ -18,7 +18,7 @@ from google.protobuf import any_pb2
 
 from pyrunc.protos import introspection_pb2, runc_options_pb2, runtimeoptions_pb2
 from pyrunc.shim import info
-from pyrunc.shim.info import InfoError, go_features_json, go_quote, look_path
+from pyrunc.shim.info import InfoError, go_features_json, look_path
 
 # --- the encoding ------------------------------------------------------------------------------
 
@@ -282,15 +282,6 @@ def test_look_path_refuses_what_a_relative_path_entry_found(
         look_path("runc")
     assert str(e.value) == \
         'exec: "runc": cannot run executable found relative to current directory'
-
-
-@pytest.mark.parametrize(("text", "quoted"), [
-    ("runc", '"runc"'), ('a"b\\c', '"a\\"b\\\\c"'), ("tab\there\n", '"tab\\there\\n"'),
-    ("\x00\x7f", '"\\x00\\x7f"'), ("é😀", '"é😀"'), ("\u00a0\u200b", '"\\u00a0\\u200b"'),
-    ("\U000e0001", '"\\U000e0001"'),
-])
-def test_go_quote(text: str, quoted: str) -> None:
-    assert go_quote(text) == quoted
 
 
 # --- the whole answer ------------------------------------------------------------------------
