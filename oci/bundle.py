@@ -34,11 +34,14 @@ def validate_id(kind: str, value: str) -> None:
     """Refuse an id before any path is built from it."""
     if not value:
         raise InvalidID(f"{kind} id must not be empty")
-    if len(value) > MAX_ID_LENGTH:
-        raise InvalidID(f"{kind} id {value[:MAX_ID_LENGTH]!r}… is longer than {MAX_ID_LENGTH}")
-    if not _is_identifier(value):
+    if len(value) > MAX_ID_LENGTH or not _is_identifier(value):
+        from pyrunc.oci.errors import quote  # only now: `start` and `delete` import this module
+
+        if len(value) > MAX_ID_LENGTH:
+            raise InvalidID(
+                f"{kind} id {quote(value[:MAX_ID_LENGTH])}… is longer than {MAX_ID_LENGTH}")
         raise InvalidID(
-            f"{kind} id {value!r} must be alphanumerics separated by single '.', '_' or '-'"
+            f"{kind} id {quote(value)} must be alphanumerics separated by single '.', '_' or '-'"
         )
 
 
@@ -109,8 +112,14 @@ def read_runtime(bundle: str) -> str:
 def load_spec(bundle: str) -> dict[str, Any]:
     import json
 
-    with open(os.path.join(bundle, "config.json")) as f:
-        spec: dict[str, Any] = json.load(f)
+    from pyrunc.oci.errors import PathError
+
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path) as f:
+            spec: dict[str, Any] = json.load(f)
+    except OSError as e:
+        raise PathError("open", path, e.errno) from e
     return spec
 
 

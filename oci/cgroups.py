@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
+from pyrunc.oci.errors import MessageError, PathError, strerror
 from pyrunc.protos import metrics_v1_pb2, metrics_v2_pb2
 
 __all__ = [
@@ -88,7 +89,7 @@ def _read(path: str) -> str | None:
     except OSError as e:
         if e.errno == errno.ENODEV:
             # Reading a file of a cgroup removed since it was opened.
-            raise CgroupGone(os.path.dirname(path)) from e
+            raise CgroupGone(f"cgroup deleted: {os.path.dirname(path)}") from e
         if e.errno == errno.EOPNOTSUPP:
             # *.pressure on a kernel booted with psi=0.
             return None
@@ -218,11 +219,11 @@ class Cgroup(abc.ABC):
     def stats(self) -> Message:
         """The cgroup's Metrics (v1 or v2); raises CgroupGone when the cgroup was removed."""
         if not self.exists():
-            raise CgroupGone(repr(self))
+            raise CgroupGone(f"cgroup deleted: {self}")
         metrics = self._collect()
         # Files that vanished half-way read as "not there": find out whether they all did.
         if not self.exists():
-            raise CgroupGone(repr(self))
+            raise CgroupGone(f"cgroup deleted: {self}")
         return metrics
 
 
@@ -288,6 +289,11 @@ class CgroupV1(Cgroup):
 
     def __repr__(self) -> str:
         return f"CgroupV1({self.paths!r})"
+
+    def __str__(self) -> str:
+        """For messages: the memory controller's directory (every controller has the same
+        cgroup path below its own hierarchy), else the first one's."""
+        return self.paths.get("memory") or next(iter(self.paths.values()), "(no controllers)")
 
     @property
     def type_url(self) -> str:
@@ -521,6 +527,9 @@ class CgroupV2(Cgroup):
     def __repr__(self) -> str:
         return f"CgroupV2({self.path!r})"
 
+    def __str__(self) -> str:
+        return self.path
+
     @property
     def type_url(self) -> str:
         return V2_TYPE_URL
@@ -737,11 +746,11 @@ def _inotify_watch(path: str, mask: int) -> int:
     fd: int = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
     if fd < 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"inotify_init1: {os.strerror(err)}")
+        raise MessageError(err, f"inotify_init1: {strerror(err)}")
     if libc.inotify_add_watch(fd, os.fsencode(path), mask) < 0:
         err = ctypes.get_errno()
         os.close(fd)
-        raise OSError(err, os.strerror(err), path)
+        raise PathError("inotify_add_watch", path, err)
     return fd
 
 
@@ -874,18 +883,18 @@ class OOMWatcher:
         """
         loop = asyncio.get_running_loop()
         if not cgroup.exists():
-            raise CgroupGone(repr(cgroup))
+            raise CgroupGone(f"cgroup deleted: {cgroup}")
         watch: _Watch
         if isinstance(cgroup, CgroupV1):
             if cgroup.memory_path is None:
-                raise CgroupError(f"{cgroup!r} has no memory controller")
+                raise CgroupError(f"cgroup {cgroup} has no memory controller")
             watch = _EventfdWatch(container_id, cgroup.memory_path, on_oom)
         elif isinstance(cgroup, CgroupV2):
             if not os.path.exists(os.path.join(cgroup.path, "memory.events")):
-                raise CgroupError(f"{cgroup!r} has no memory controller")
+                raise CgroupError(f"cgroup {cgroup} has no memory controller")
             watch = _MemoryEventsWatch(container_id, cgroup.path, on_oom)
         else:
-            raise CgroupError(f"cannot watch {cgroup!r} for OOM")
+            raise CgroupError(f"cannot watch cgroup {cgroup} for OOM")
         self.remove(container_id)
         loop.add_reader(watch.fd, self._on_readable, watch)
         self._watches[container_id] = (watch, loop)

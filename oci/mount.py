@@ -154,9 +154,11 @@ def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None
         data.encode() if data else None,
     )
     if rc != 0:
+        from pyrunc.oci.errors import quote, strerror
+
         err = ctypes.get_errno()
         raise MountError(
-            f"mount {fstype} {source} on {target} (data {data!r}): {os.strerror(err)}"
+            f"mount {fstype} {source} on {target} (data {quote(data)}): {strerror(err)}"
         )
 
 
@@ -197,13 +199,14 @@ def check(m: Mount) -> None:
     """
     fstype = m.type or "none"
     if len(fstype) > 32 or not fstype[0].isalnum() or not set(fstype) <= _FSTYPE_CHARS:
-        raise MountError(f"refusing mount of type {m.type!r}")
+        raise MountError(f"refusing mount of type {_quote(m.type)}")
     plan = parse_options(m.options)
     if plan.flags & MS_BIND or m.type in ("bind", "rbind"):
         _check_path("bind source", m.source)
     for option in m.options:
         if option.lower().startswith("x-"):
-            raise MountError(f"refusing mount option {option!r}: mount helpers are not run")
+            raise MountError(
+                f"refusing mount option {_quote(option)}: mount helpers are not run")
         for prefix in _PATH_OPTIONS:
             if option.startswith(prefix):
                 for path in option[len(prefix):].split(":"):
@@ -212,7 +215,13 @@ def check(m: Mount) -> None:
 
 def _check_path(what: str, path: str) -> None:
     if not path.startswith("/") or "\x00" in path or ".." in path.split("/"):
-        raise MountError(f"refusing mount: {what} {path!r} is not a plain absolute path")
+        raise MountError(f"refusing mount: {what} {_quote(path)} is not a plain absolute path")
+
+
+def _quote(text: str) -> str:
+    from pyrunc.oci.errors import quote  # only for a refusal: `delete` imports this module
+
+    return quote(text)
 
 
 def mount_all(mounts: Sequence[Mount], target: str) -> None:
@@ -270,7 +279,9 @@ def unmount_all(path: str) -> None:
             with open("/proc/self/mountinfo") as f:
                 points = mount_points_below(path, f.read())
         except OSError as e:
-            raise MountError(f"read mountinfo: {e}") from e
+            from pyrunc.oci.errors import describe
+
+            raise MountError(describe(e, "open", "/proc/self/mountinfo")) from e
         if not points:
             return
         for point in points:
@@ -278,5 +289,7 @@ def unmount_all(path: str) -> None:
             if err in (errno.EBUSY,):
                 err = _umount(point, MNT_DETACH)
             if err not in (0, errno.EINVAL, errno.ENOENT):
-                raise MountError(f"unmount {point}: {os.strerror(err)}")
+                from pyrunc.oci.errors import strerror
+
+                raise MountError(f"unmount {point}: {strerror(err)}")
     raise MountError(f"unmount {path}: mounts keep reappearing")

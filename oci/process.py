@@ -12,6 +12,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 
+from pyrunc.oci.errors import quote
 from pyrunc.oci.stdio import Stdio
 
 UNSET_EXIT_TIME_NS = -62135596800 * 1_000_000_000  # Go's zero time.Time, what "not exited" reads as
@@ -112,7 +113,8 @@ class Process:
 
     def transition(self, to: State) -> None:
         if to not in TRANSITIONS[self.state]:
-            raise RuntimeError(f"invalid state transition {self.state.value!r} to {to.value!r}")
+            raise RuntimeError(
+                f"invalid state transition {quote(self.state.value)} to {quote(to.value)}")
         self.state = to
 
     def set_exited(self, status: int, timestamp_ns: int | None = None) -> None:

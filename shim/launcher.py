@@ -40,7 +40,9 @@ def launcher_text(executable: str, paths: list[str]) -> str:
     """The launcher's source; ValueError if the interpreter's path cannot be a `#!` line."""
     shebang = f"#!{executable} -IS"
     if len(shebang) > SHEBANG_MAX or any(c.isspace() for c in executable):
-        raise ValueError(f"cannot start {executable!r} from a #! line")
+        from pyrunc.oci.errors import quote
+
+        raise ValueError(f"cannot start {quote(executable)} from a #! line")
     return "\n".join([
         shebang,
         "# Written by `python -m pyrunc.shim.launcher`: the shim binary, without `site`.",

@@ -70,8 +70,11 @@ def bind_socket(path: str) -> _socket.socket:
     `start` a quarter of its own time to import. Wrap it with socket.socket(fileno=s.detach())
     where the richer type is needed.
     """
-    if len(path.encode()) > MAX_SOCKET_PATH:
-        raise OSError(errno.ENAMETOOLONG, f"socket path {path!r} is longer than {MAX_SOCKET_PATH}")
+    if len(path.encode()) > MAX_SOCKET_PATH:  # in the Go shim's words
+        from pyrunc.oci.errors import MessageError, quote
+
+        raise MessageError(errno.ENAMETOOLONG,
+                           f"{quote(path)}: unix socket path too long (> {MAX_SOCKET_PATH})")
     import _socket
 
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -148,7 +151,9 @@ def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: st
             _unlink(path)
             raise
     except (OSError, ValueError) as e:
-        print(f"pyrunc start {id}: {e}", flush=True)
+        from pyrunc.oci.errors import describe
+
+        print(f"pyrunc start {id}: {describe(e)}", flush=True)
         return 1
     print(shim_address, flush=True)
     return 0
@@ -222,8 +227,10 @@ def apply_start_options(pid: int, data: bytes) -> None:
 
     try:
         options = runtime_options(any_pb2.Any.FromString(data))
-    except (DecodeError, TTRPCError) as e:
+    except DecodeError as e:
         raise ValueError(f"runtime options on stdin: {e}") from e
+    except TTRPCError as e:  # its message, not the "ttrpc: code = …" form of str()
+        raise ValueError(f"runtime options on stdin: {e.message}") from e
     if options.shim_cgroup:
         move_to_cgroup(pid, options.shim_cgroup)
 
@@ -254,7 +261,11 @@ def _adjust_oom_score(pid: int) -> None:
         with open(f"/proc/{pid}/oom_score_adj", "w") as f:
             f.write(str(min(score + 1, 1000)))
     except (OSError, ValueError) as e:  # as the Go shim: start fails
-        raise OSError(f"failed to adjust OOM score for shim {pid}: {e}") from e
+        from pyrunc.oci.errors import MessageError, describe
+
+        raise MessageError(
+            getattr(e, "errno", None), f"failed to adjust OOM score for shim {pid}: {describe(e)}"
+        ) from e
 
 
 def _remove_dead_socket(bundle: str) -> None:

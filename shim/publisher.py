@@ -17,6 +17,7 @@ import time
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
+from pyrunc.oci.errors import describe
 from pyrunc.protos import forward_pb2
 from pyrunc.shim.ttrpc.client import Client
 from pyrunc.shim.ttrpc.status import TTRPCError
@@ -92,7 +93,7 @@ class Publisher:
                 await self._forward(env)
             except (TimeoutError, OSError, ConnectionError, TTRPCError) as e:
                 backoff = min(MAX_BACKOFF, backoff * 2 or 0.1)
-                log.warning("forward %s (retry in %.1fs): %s", env.topic, backoff, e or type(e))
+                log.warning("forward %s (retry in %.1fs): %s", env.topic, backoff, describe(e))
                 await self._drop_client()
                 await asyncio.sleep(backoff)
                 continue

@@ -30,6 +30,7 @@ from google.protobuf.message import DecodeError, Message
 from pyrunc.oci import bundle as bundles
 from pyrunc.oci.cgroups import Cgroup, CgroupError, OOMWatcher, cgroup_for_pid
 from pyrunc.oci.container import Container, ContainerError, CreateConfig, ExecProcess
+from pyrunc.oci.errors import describe, quote
 from pyrunc.oci.monitor import ProcessMonitor
 from pyrunc.oci.mount import Mount
 from pyrunc.oci.options import CheckpointOpts, RuntimeOptions
@@ -114,7 +115,8 @@ def runtime_options(any_options: Any) -> RuntimeOptions:
             return _config_file_options(any_options.value)
     except DecodeError as e:
         raise status.invalid_argument(f"cannot decode runtime options {name}: {e}") from e
-    raise status.invalid_argument(f"unsupported runtime options type {any_options.type_url!r}")
+    raise status.invalid_argument(
+        f"unsupported runtime options type {quote(any_options.type_url)}")
 
 
 def _config_file_options(value: bytes) -> RuntimeOptions:
@@ -126,7 +128,7 @@ def _config_file_options(value: bytes) -> RuntimeOptions:
             with open(path, "rb") as f:
                 body = f.read()
         except OSError as e:
-            raise status.invalid_argument(f"runtime config {path}: {e.strerror}") from e
+            raise status.invalid_argument(f"runtime config: {describe(e, 'open')}") from e
     if not body:
         return RuntimeOptions()
     try:
@@ -157,7 +159,7 @@ def checkpoint_options(path: str, any_options: Any, defaults: RuntimeOptions
         elif name == "containerd.linux.runc.CheckpointOptions":
             o = runctypes_pb2.CheckpointOptions.FromString(any_options.value)
         else:
-            raise status.invalid_argument(f"unsupported checkpoint options type {name!r}")
+            raise status.invalid_argument(f"unsupported checkpoint options type {quote(name)}")
         image = image or o.image_path
         work = o.work_path or work
         flags = dict(
@@ -251,7 +253,7 @@ class TaskService:
         except bundles.InvalidID as e:
             raise status.invalid_argument(f"{who}: {e}") from e
         except OSError as e:
-            raise status.unknown(f"{who}: {e}") from e
+            raise status.unknown(f"{who}: {describe(e)}") from e
 
     def _watch(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -318,7 +320,8 @@ class TaskService:
         try:
             cgroup = cgroup_for_pid(container.pid)
         except (CgroupError, OSError) as e:
-            log.warning("container %s: no cgroup for stats and OOM events: %s", container.id, e)
+            log.warning("container %s: no cgroup for stats and OOM events: %s", container.id,
+                        describe(e))
             return
         self.cgroups[container.id] = cgroup
         if self._oom is None:
@@ -326,7 +329,8 @@ class TaskService:
         try:
             self._oom.add(container.id, cgroup, self._on_oom)
         except (CgroupError, OSError) as e:
-            log.warning("container %s: cannot watch for OOM kills: %s", container.id, e)
+            log.warning("container %s: cannot watch for OOM kills: %s", container.id,
+                        describe(e))
 
     def _on_oom(self, container_id: str) -> None:
         log.info("container %s: OOM kill", container_id)
@@ -534,6 +538,7 @@ class TaskService:
         try:
             metrics = cgroup.stats()
         except (CgroupError, OSError) as e:
-            raise status.not_found(f"container {req.id}: failed to read stats: {e}") from e
+            raise status.not_found(
+                f"container {req.id}: failed to read stats: {describe(e)}") from e
         return shim_pb2.StatsResponse(stats=any_pb2.Any(
             type_url=cgroup.type_url, value=metrics.SerializeToString()))

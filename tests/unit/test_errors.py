@@ -12,7 +12,10 @@ import os
 from pathlib import Path
 
 import pytest
+from google.protobuf import any_pb2
 
+from pyrunc.oci import bundle
+from pyrunc.oci.cgroups import CgroupGone, CgroupV2
 from pyrunc.oci.errors import (
     ExecError,
     MessageError,
@@ -24,9 +27,12 @@ from pyrunc.oci.errors import (
     start_failure,
     strerror,
 )
+from pyrunc.oci.mount import Mount, MountError, check
 from pyrunc.oci.runc import Runc, RuncError
 from pyrunc.shim import manager
 from pyrunc.shim.spawn import spawn
+from pyrunc.shim.task import runtime_options
+from pyrunc.shim.ttrpc.status import TTRPCError
 
 NOT_FOUND = 'exec: "no-runc": executable file not found in $PATH'
 
@@ -206,3 +212,32 @@ def test_delete_warns_of_a_missing_runc_in_os_execs_words(
     out, err = capfdbinary.readouterr()
     assert err.decode() == f"pyrunc: failed to remove runc container c1: {NOT_FOUND}\n"
     assert out  # the DeleteResponse, all the same
+
+
+# --- texts that used to be Python's ---------------------------------------------------------------
+
+
+def test_refusals_quote_what_they_refuse_as_go_does() -> None:
+    with pytest.raises(ValueError) as bad_id:
+        bundle.validate_id("container", "a/b")
+    assert str(bad_id.value).startswith('container id "a/b" must be')
+    with pytest.raises(MountError) as bad_type:
+        check(Mount("fuse/sshfs", "x"))
+    assert str(bad_type.value) == 'refusing mount of type "fuse/sshfs"'
+    with pytest.raises(TTRPCError) as bad_options:
+        runtime_options(any_pb2.Any(type_url="example.com/Nope", value=b""))
+    assert bad_options.value.message == (
+        'unsupported runtime options type "example.com/Nope": invalid argument')
+
+
+def test_a_bundle_without_its_spec_says_which_file_it_could_not_open(tmp_path: Path) -> None:
+    with pytest.raises(OSError) as missing:
+        bundle.load_spec(str(tmp_path))
+    assert str(missing.value) == f"open {tmp_path}/config.json: no such file or directory"
+
+
+def test_stats_of_a_removed_cgroup_say_so_and_name_it(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    with pytest.raises(CgroupGone) as failed:
+        CgroupV2(str(gone)).stats()
+    assert str(failed.value) == f"cgroup deleted: {gone}"  # not CgroupV2('…')
