@@ -124,7 +124,7 @@ def read_options(data: bytes) -> tuple[bytes | None, str]:
     from google.protobuf import any_pb2
     from google.protobuf.message import DecodeError
 
-    from pyrunc.protos import runc_options_pb2, runctypes_pb2, runtimeoptions_pb2
+    from pyrunc.protos import runc_options_pb2
 
     prefix = "failed to read runtime options (*options.Options): "
     try:
@@ -139,6 +139,8 @@ def read_options(data: bytes) -> tuple[bytes | None, str]:
         except DecodeError:
             raise InfoError(prefix + "proto: cannot parse invalid wire-format data") from None
         return encode_any(name, options.SerializeToString()), options.binary_name
+    from pyrunc.protos import runctypes_pb2, runtimeoptions_pb2
+
     others: dict[str, Any] = {
         "runtimeoptions.v1.Options": runtimeoptions_pb2.Options,
         "containerd.linux.runc.RuncOptions": runctypes_pb2.RuncOptions,
