@@ -8,7 +8,8 @@ double quotes where Go formats them with %q. Python's own renderings (`[Errno 2]
 directory: 'runc'`) are never what containerd should see, so every OSError on its way there is
 worded here.
 
-The `delete` action imports this module only when something has failed: it needs nothing but os.
+The `delete` action imports this module only when something has failed; it needs nothing that
+os has not loaded already.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def describe(error: BaseException, op: str = "", path: str = "") -> str:
     `op path: strerror`, with `op` the call that failed when the caller knows it (Python does
     not record it) and the path Python recorded, else `path`; a strerror other than the C
     library's (a message given to OSError) is kept as it was written. Anything else is its own
-    text, or its type's name when it has none (a bare TimeoutError, say).
+    text; a bare TimeoutError reads `timeout`, another exception without text its type's name.
     """
     if isinstance(error, (PathError, ExecError, MessageError)):
         return str(error)
