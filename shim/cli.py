@@ -73,6 +73,13 @@ def binary_name_of(runtime: str) -> str:
     return f"{BINARY_PREFIX}{parts[-2]}-{parts[-1]}"
 
 
+def shim_title(runtime: str, namespace: str, id: str, address: str, debug: bool) -> str:
+    """The command line the Go shim's long-running process shows, under the name `start` was
+    run as: what `ps` and tools that look for containerd-shim-* expect to see."""
+    return " ".join([binary_name_of(runtime), "-namespace", namespace, "-id", id,
+                     "-address", address, *(["-debug"] if debug else [])])
+
+
 def parse_go_flags(argv: Sequence[str]) -> dict[str, Any] | None:
     """Go's flag syntax for FLAGS followed by an optional action; None if argv is anything else
     (unknown flags, -h, stray words): click then explains."""
@@ -129,6 +136,10 @@ def run(*, namespace: str, id: str, address: str, publish_binary: str, bundle: s
         from pyrunc.shim import manager
 
         return manager.delete(namespace=namespace, id=id, bundle=bundle, debug=debug)
+    if runtime_name:  # started by `start` without a warm parent: look like a forked shim
+        import prctl
+
+        prctl.set_proctitle(shim_title(runtime, namespace, id, address, debug))
     without_ssl()
     from pyrunc.shim import daemon
 
@@ -156,7 +167,7 @@ def _click_command() -> Any:
     def callback(**values: Any) -> None:
         if values["action"] not in (None, *ACTIONS):
             raise click.UsageError(
-                f"unknown action {values['action']!r}: expected start, delete or none")
+                f'unknown action "{values["action"]}": expected start, delete or none')
         sys.exit(run(**values))
 
     params: list[click.Parameter] = [

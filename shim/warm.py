@@ -384,7 +384,9 @@ def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
             apply_start_options(pid, options)
         except (OSError, ValueError) as e:
             os.kill(pid, signal.SIGKILL)
-            raise ValueError(str(e)) from e
+            from pyrunc.oci.errors import describe
+
+            raise ValueError(describe(e)) from e
         return pid
     # The child: become the shim, and never come back into the parent's loop.
     code = 1
@@ -398,12 +400,10 @@ def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
         import prctl
 
         from pyrunc.shim import daemon
-        from pyrunc.shim.cli import binary_name_of
+        from pyrunc.shim.cli import shim_title
 
-        # The command line containerd's Go shim would show, under the name `start` ran as.
-        prctl.set_proctitle(" ".join([
-            binary_name_of(args["runtime"]), "-namespace", args["namespace"], "-id", args["id"],
-            "-address", args["address"], *(["-debug"] if args.get("debug") else [])]))
+        prctl.set_proctitle(shim_title(args["runtime"], args["namespace"], args["id"],
+                                       args["address"], bool(args.get("debug"))))
         os.chdir(cwd)
         code = daemon.run(namespace=args["namespace"], id=args["id"], address=args["address"],
                           debug=bool(args.get("debug")), listener_fd=shim_listener,
