@@ -54,6 +54,10 @@ def setup(*, debug: bool, fields: dict[str, str], fifo: str | None = None) -> No
             os.set_blocking(fd, True)
             os.dup2(fd, 2)
             os.close(fd)
+    # While containerd is down nobody reads the fifo and a write fails with EPIPE; the Go shim's
+    # logger drops such a line quietly, and so do we (logging would otherwise print a
+    # "--- Logging error ---" report into the same fifo, which containerd shows once it is back).
+    logging.raiseExceptions = False
     root = logging.getLogger()
     handler = root.handlers[0] if len(root.handlers) == 1 else None
     formatter = handler.formatter if handler is not None else None
