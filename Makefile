@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 DEBS := containerd runc busybox-static libcap-dev python3-venv python3-dev gcc
 SOURCES := $(shell find shim oci protos -name '*.py' -o -name '*.proto') setup.cfg pyproject.toml
 
-.PHONY: all deps venv install demo test unit integration lint protos bench clean
+.PHONY: all deps venv install demo test test-drop-in unit integration lint protos bench clean
 
 all: install
 
@@ -51,8 +51,24 @@ OTHER_CONTAINERDS := .cache/containerd-trixie .cache/containerd-sid
 .cache/containerd-%: | deps
 	tests/support/fetch_containerd.sh $* $@
 
+# The drop-in lane: pyrunc installed as containerd-shim-runc-v2, first on the private containerd's
+# PATH, serving io.containerd.runc.v2 under each containerd: lifecycle, exec, tty, options,
+# events and restarts (tests/support/names.py says how the tests see it).
+DROP_IN_TESTS := $(addprefix tests/integration/test_,lifecycle.py exec.py terminal_logs.py \
+	tty_exec.py task_api.py faults.py events.py errors.py drop_in.py)
+DROP_IN_VERSIONS := 1.6 1.7 2.x
+
 test: install $(OTHER_CONTAINERDS)
 	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory test-drop-in
+
+test-drop-in: install $(OTHER_CONTAINERDS)
+	@failed=""; for v in $(DROP_IN_VERSIONS); do \
+	  echo "== drop-in lane: pyrunc as containerd-shim-runc-v2 under containerd $$v"; \
+	  PYRUNC_TEST_DROP_IN=1 PYRUNC_TEST_CONTAINERD=$$v $(PY) -m pytest -q \
+	    $(DROP_IN_TESTS) -k 'not hundred_tty_execs' || failed="$$failed $$v"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "drop-in lane failed under containerd:$$failed"; exit 1; fi
 
 unit: install
 	$(PY) -m pytest -q tests/unit
