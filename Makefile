@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 DEBS := containerd runc busybox-static libcap-dev python3-venv python3-dev gcc
 SOURCES := $(shell find shim oci protos -name '*.py' -o -name '*.proto') setup.cfg pyproject.toml
 
-.PHONY: all deps venv install demo test test-drop-in unit integration lint protos bench clean
+.PHONY: all deps venv install demo test test-drop-in test-cgroup2 unit integration lint protos bench clean
 
 all: install
 
@@ -69,6 +69,25 @@ test-drop-in: install $(OTHER_CONTAINERDS)
 	    $(DROP_IN_TESTS) -k 'not hundred_tty_execs' || failed="$$failed $$v"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "drop-in lane failed under containerd:$$failed"; exit 1; fi
+
+# The cgroup v2 lane: the integration tests in a Debian 12 virtual machine with systemd as PID 1
+# on cgroup v2 (this machine is cgroup v1 without systemd). The guest image is built once into
+# .cache/ (again when its package list, build script or setup.cfg change); see
+# tests/guest/run_guest.py.
+# CGROUP2_ARGS go to it, e.g. "--source HEAD", or "-- -v tests/integration/test_cgroup2.py".
+GUEST_DEBS := qemu-system-x86 debootstrap e2fsprogs
+CGROUP2_ARGS ?=
+
+test-cgroup2: install
+	@missing=""; for p in $(GUEST_DEBS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $$missing; \
+	fi
+	$(PY) tests/guest/run_guest.py $(CGROUP2_ARGS)
 
 unit: install
 	$(PY) -m pytest -q tests/unit
