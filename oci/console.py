@@ -49,6 +49,12 @@ log = logging.getLogger("pyrunc.console")
 
 _CHUNK = 64 << 10
 _BURST = 16  # reads before yielding to other work on the loop
+# EIO on the master says every slave fd is closed, but not always that the output has all been
+# read: the kernel can answer EIO while the last writes are still on their way from the slave's
+# buffer to the master's (seen here: up to 11 KiB more came after the first EIO). The Go shim
+# takes EIO as "the other end went away, maybe for now" and reads on until the console is shut
+# down. Here the output ends once EIO has held for this long with nothing more to read.
+_EIO_QUIET = 0.05
 _MAX_NAME = 4096  # runc sends the pty's name with the fd (libcontainer/utils MaxNameLen)
 _SOCKET_NAME = "pty.sock"
 
@@ -245,6 +251,7 @@ class ConsoleIO:
         write_wait = FdWaiter(writer, writable=True)
         total = 0
         burst = 0
+        quiet = 0.0  # how long EIO has held without a byte
         try:
             while True:
                 try:
@@ -255,11 +262,19 @@ class ConsoleIO:
                     await self._readable(master)
                     continue
                 except OSError as e:
-                    if e.errno == errno.EIO:  # every slave fd is closed: EOF
+                    if e.errno != errno.EIO:
+                        raise
+                    # Every slave fd is closed. (The master then polls as ready all the
+                    # time, so it cannot be waited on: look again after short pauses.)
+                    if quiet >= _EIO_QUIET:
                         return total
-                    raise
+                    pause = min(max(quiet, 0.001), _EIO_QUIET - quiet)
+                    await asyncio.sleep(pause)
+                    quiet += pause
+                    continue
                 if not data:
                     return total
+                quiet = 0.0
                 view = memoryview(data)
                 while view:  # all of it out before reading more: the pty buffer holds the rest
                     try:

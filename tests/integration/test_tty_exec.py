@@ -77,26 +77,45 @@ class FifoReader:
         os.close(self._fd)
 
 
+def exec_through_containerd(ctd: Containerd, id: str, process: dict[str, object], *,
+                            terminal: bool, tmp_path: Path, timeout: float = 30
+                            ) -> tuple[int, bytes]:
+    """Exec, Start, Wait and DeleteProcess as a Go client does them; (exit status, stdout).
+
+    Without a terminal the Go shim needs a stderr fifo as well; with one, stdout carries both."""
+    with Tasks(ctd.address, ctd.namespace) as tasks:
+        out = FifoReader(tmp_path / "out")
+        err = None if terminal else FifoReader(tmp_path / "err")
+        try:
+            tasks.exec(id, "e1", process, stdout=str(out.path),
+                       stderr=str(err.path) if err else "", terminal=terminal)
+            tasks.call("Start", container_id=id, exec_id="e1")
+            status = tasks.call("Wait", container_id=id, exec_id="e1").exit_status
+            tasks.call("DeleteProcess", container_id=id, exec_id="e1")
+            # Delete has answered: the shim's end of the fifo is closed, so the reader reaches
+            # EOF with what the fifo received, and no more can come.
+            output = out.output(timeout)
+            assert out.done, "the shim kept the stdout fifo open after Delete"
+            return status, output
+        finally:
+            out.close()
+            if err:
+                err.close()
+
+
 @both_runtimes
 def test_exec_with_terminal_only_in_the_request_gets_a_tty(
         containerd: Containerd, runtime: str, tmp_path: Path) -> None:
     id = unique_id("rtty")
     containerd.ctr("run", "-d", "--runtime", runtime, IMAGE, id, "sleep", "600")
     try:
-        with Tasks(containerd.address, containerd.namespace) as tasks:
-            reader = FifoReader(tmp_path / "out")
-            try:
-                tasks.exec(id, "e1", process_spec("sh", "-c", "tty; exit 5", terminal=False),
-                           stdout=str(reader.path), terminal=True)
-                tasks.call("Start", container_id=id, exec_id="e1")
-                assert tasks.call("Wait", container_id=id, exec_id="e1").exit_status == 5
-                tasks.call("DeleteProcess", container_id=id, exec_id="e1")
-                output = reader.output(timeout=10)
-            finally:
-                reader.close()
-        assert output.startswith(b"/dev/pts/"), output
+        status, output = exec_through_containerd(
+            containerd, id, process_spec("sh", "-c", "tty; exit 5", terminal=False),
+            terminal=True, tmp_path=tmp_path)
     finally:
         containerd.remove(id)
+    assert status == 5
+    assert output.startswith(b"/dev/pts/"), output
 
 
 @both_runtimes
@@ -106,22 +125,12 @@ def test_exec_without_terminal_in_the_request_gets_none(
     id = unique_id("rnotty")
     containerd.ctr("run", "-d", "--runtime", runtime, IMAGE, id, "sleep", "600")
     try:
-        with Tasks(containerd.address, containerd.namespace) as tasks:
-            reader, errors = FifoReader(tmp_path / "out"), FifoReader(tmp_path / "err")
-            try:
-                tasks.exec(id, "e1", process_spec("tty", terminal=True),
-                           stdout=str(reader.path), stderr=str(errors.path), terminal=False)
-                tasks.call("Start", container_id=id, exec_id="e1")
-                # busybox tty says "not a tty" and exits 1 when stdin is no terminal
-                assert tasks.call("Wait", container_id=id, exec_id="e1").exit_status == 1
-                tasks.call("DeleteProcess", container_id=id, exec_id="e1")
-                output = reader.output(timeout=10)
-            finally:
-                reader.close()
-                errors.close()
-        assert output == b"not a tty\n", output
+        status, output = exec_through_containerd(
+            containerd, id, process_spec("tty", terminal=True), terminal=False, tmp_path=tmp_path)
     finally:
         containerd.remove(id)
+    # busybox tty says "not a tty" and exits 1 when stdin is no terminal
+    assert (status, output) == (1, b"not a tty\n")
 
 
 def test_hundred_tty_execs_each_deliver_all_their_output_by_delete(
@@ -134,24 +143,14 @@ def test_hundred_tty_execs_each_deliver_all_their_output_by_delete(
     # A tty turns the final newline into CRLF.
     expected = SEQ_OUTPUT + b"\r\n"
     try:
-        with Tasks(containerd.address, containerd.namespace) as tasks:
-            for n in range(EXECS_IN_A_ROW):
-                exec_id = f"seq{n}"
-                reader = FifoReader(tmp_path / f"out{n}")
-                try:
-                    tasks.exec(id, exec_id, process_spec("seq", "-s", " ", str(SEQ_COUNT)),
-                               stdout=str(reader.path), terminal=True)
-                    tasks.call("Start", container_id=id, exec_id=exec_id)
-                    assert tasks.call("Wait", container_id=id, exec_id=exec_id).exit_status == 0
-                    tasks.call("DeleteProcess", container_id=id, exec_id=exec_id)
-                    # Delete has answered: the shim's end of the fifo is closed, so the reader
-                    # reaches EOF with what the fifo received, and no more can come.
-                    output = reader.output(timeout=30)
-                    assert reader.done, f"exec {n}: the shim kept the stdout fifo open"
-                finally:
-                    reader.close()
-                assert len(output) == len(expected) and output.endswith(b"999999 1000000\r\n"), (
-                    f"exec {n}: {len(output)} bytes, ending {output[-40:]!r}")
-                assert output == expected, f"exec {n}: output differs"
+        for n in range(EXECS_IN_A_ROW):
+            (tmp_path / str(n)).mkdir()
+            status, output = exec_through_containerd(
+                containerd, id, process_spec("seq", "-s", " ", str(SEQ_COUNT)), terminal=True,
+                tmp_path=tmp_path / str(n))
+            assert status == 0, f"exec {n}"
+            assert len(output) == len(expected) and output.endswith(b"999999 1000000\r\n"), (
+                f"exec {n}: {len(output)} bytes, ending {output[-40:]!r}")
+            assert output == expected, f"exec {n}: output differs"
     finally:
         containerd.remove(id)
