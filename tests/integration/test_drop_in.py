@@ -8,14 +8,18 @@ behaves there as the Go shim does; in the host lane the same tests check the Go 
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import stat
 from pathlib import Path
+
+import pytest
 
 from pyrunc.protos import shim_pb2
 from tests.integration.conftest import IMAGE, unique_id
 from tests.support import Containerd
-from tests.support.names import DROP_IN, RUNC_RUNTIME, RUNC_SHIM
+from tests.support.names import CONTAINERD_VERSION, DROP_IN, RUNC_RUNTIME, RUNC_SHIM
 from tests.support.shim_client import call
 
 
@@ -88,3 +92,31 @@ def test_ctrs_runc_options_reach_runc(containerd: Containerd, tmp_path: Path) ->
     verbs = [runc_verb(c) for c in calls]
     assert verbs[:2] == ["create", "start"] and "delete" in verbs, verbs
     assert not (root / containerd.namespace / id).exists()
+
+
+def test_runtime_info_through_containerd(containerd: Containerd, tmp_path: Path) -> None:
+    """A Go client's RuntimeInfo (containerd 2.x: the task plugin's PluginInfo) runs `<shim>
+    -info` with the options it is given: the lane's shim answers under the name containerd ran
+    it as, with the options and runc's features."""
+    import grpc
+    from google.protobuf import any_pb2
+
+    from pyrunc.protos import introspection_pb2, runc_options_pb2
+    from tests.support.tasks_api import Tasks
+
+    runc = shutil.which("runc")
+    assert runc
+    options = runc_options_pb2.Options(binary_name=runc, root=str(tmp_path / "root"))
+    packed = any_pb2.Any(type_url="containerd.runc.v1.Options",
+                         value=options.SerializeToString())
+    with Tasks(containerd.address, containerd.namespace) as tasks:
+        if CONTAINERD_VERSION != "2.x":  # the task plugin's PluginInfo came with containerd 2.0
+            with pytest.raises(grpc.RpcError) as refused:
+                tasks.runtime_info(RUNC_RUNTIME, packed)
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            return
+        info = introspection_pb2.RuntimeInfo.FromString(tasks.runtime_info(RUNC_RUNTIME, packed))
+    assert info.name == RUNC_RUNTIME
+    assert runc_options_pb2.Options.FromString(info.options.value) == options
+    assert info.features.type_url.endswith("runtime-spec/1/features/Features")
+    assert json.loads(info.features.value)["ociVersionMin"]

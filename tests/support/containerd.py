@@ -330,6 +330,8 @@ class Containerd:
     def _launch(self) -> None:
         env = dict(os.environ)
         path = [str(self.shim_path_dir), *env.get("PATH", "").split(":"), *STANDARD_PATH.split(":")]
+        if os.sep in self.containerd_binary:  # another containerd's own Go shim, not the system's
+            path.insert(1, os.path.dirname(os.path.abspath(self.containerd_binary)))
         if self.drop_in_dir is not None:
             self.drop_in_dir.mkdir(exist_ok=True)
             link = self.drop_in_dir / RUNC_SHIM

@@ -7,6 +7,7 @@ namespace metadata containerd sends.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,27 @@ def bundle_of(ctd: Containerd, container_id: str) -> Path:
     return ctd.state / "io.containerd.runtime.v2.task" / ctd.namespace / container_id
 
 
+def shim_address(ctd: Containerd, container_id: str) -> tuple[str, int]:
+    """The shim's address and the version of the Task API containerd speaks to it (2 or 3).
+
+    containerd 2.x keeps what `start` printed in bootstrap.json (the 2.x Go shim writes no
+    `address` file, and serves only task v3); 1.6 and 1.7 read the `address` file (task v2)."""
+    bundle = bundle_of(ctd, container_id)
+    try:
+        params = json.loads((bundle / "bootstrap.json").read_text())
+    except FileNotFoundError:
+        return (bundle / "address").read_text().strip(), 2
+    return str(params["address"]), int(params.get("version", 2))
+
+
 def call(ctd: Containerd, container_id: str, method: str, request: Any,
-         service: str = "containerd.task.v2.Task", timeout: float = 30) -> Any:
-    """One Task RPC to the shim serving container_id; raises TTRPCError on an error status."""
+         service: str = "", timeout: float = 30) -> Any:
+    """One Task RPC to the shim serving container_id; raises TTRPCError on an error status.
+    The service is the Task API version containerd itself uses with that shim, unless given."""
     from pyrunc.protos import shim_pb2
 
-    address = (bundle_of(ctd, container_id) / "address").read_text().strip()
+    address, version = shim_address(ctd, container_id)
+    service = service or f"containerd.task.v{version}.Task"
     descriptor = shim_pb2.DESCRIPTOR.services_by_name["Task"].methods_by_name[method]
     if descriptor.output_type.full_name == "google.protobuf.Empty":
         from google.protobuf import empty_pb2

@@ -1,5 +1,7 @@
 """containerd's own Tasks API over gRPC, for what `ctr` does not send the way Go clients do.
 
+(And the one Introspection call a Go client makes for a runtime: RuntimeInfo.)
+
 containerd's Go client (`task.Exec(ctx, id, spec, cio.NewCreator(cio.WithTerminal))`) asks for a
 terminal in ExecProcessRequest.terminal and leaves the process spec's own `terminal` as it is;
 `ctr task exec -t` sets both. These calls go to containerd (which hands them to the shim), just as
@@ -45,6 +47,15 @@ _MESSAGES: dict[str, list[tuple[str, int, int, str]]] = {
         ("exit_status", 1, _UINT32, ""), ("exited_at", 2, _MESSAGE, ".google.protobuf.Timestamp"),
     ],
     "DeleteProcessRequest": [("container_id", 1, _STRING, ""), ("exec_id", 2, _STRING, "")],
+    # containerd.services.introspection.v1 (2.x), and containerd.types.RuntimeRequest
+    "PluginInfoRequest": [
+        ("type", 1, _STRING, ""), ("id", 2, _STRING, ""),
+        ("options", 3, _MESSAGE, ".google.protobuf.Any"),
+    ],
+    "PluginInfoResponse": [("extra", 2, _MESSAGE, ".google.protobuf.Any")],  # (1: the plugin)
+    "RuntimeRequest": [
+        ("runtime_path", 1, _STRING, ""), ("options", 2, _MESSAGE, ".google.protobuf.Any"),
+    ],
     "DeleteResponse": [
         ("id", 1, _STRING, ""), ("pid", 2, _UINT32, ""), ("exit_status", 3, _UINT32, ""),
         ("exited_at", 4, _MESSAGE, ".google.protobuf.Timestamp"),
@@ -57,6 +68,8 @@ _RPCS = {
     "Wait": ("WaitRequest", "WaitResponse"),
     "DeleteProcess": ("DeleteProcessRequest", "DeleteResponse"),
 }
+INTROSPECTION = "containerd.services.introspection.v1.Introspection"
+
 
 
 def _build() -> dict[str, Any]:
@@ -111,6 +124,24 @@ class Tasks:
         )
         return method(_CLASSES[request_name](**fields), timeout=timeout,
                       metadata=self._metadata)
+
+    def runtime_info(self, runtime: str, options: any_pb2.Any) -> bytes:
+        """What a Go client's RuntimeInfo gets (containerd 2.x): the task plugin's PluginInfo
+        with a RuntimeRequest, which containerd answers by running `<shim> -info`. Returns the
+        marshalled containerd.types.RuntimeInfo."""
+        request = _CLASSES["RuntimeRequest"](runtime_path=runtime, options=options)
+        method = self._channel.unary_unary(
+            f"/{INTROSPECTION}/PluginInfo",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=_CLASSES["PluginInfoResponse"].FromString,
+        )
+        response = method(_CLASSES["PluginInfoRequest"](
+            type="io.containerd.runtime.v2", id="task",
+            options=any_pb2.Any(type_url="containerd.types.RuntimeRequest",
+                                value=request.SerializeToString())),
+            timeout=60, metadata=self._metadata)
+        assert response.extra.type_url.endswith("containerd.types.RuntimeInfo"), response
+        return bytes(response.extra.value)
 
     def exec(self, container_id: str, exec_id: str, process: dict[str, Any], *,
              stdout: str = "", stdin: str = "", stderr: str = "", terminal: bool = False) -> None:
