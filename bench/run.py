@@ -23,6 +23,7 @@ import contextlib
 import datetime
 import json
 import os
+import random
 import selectors
 import shutil
 import statistics
@@ -90,6 +91,48 @@ def summarize(values: list[float]) -> Json:
         "max": max(values),
         "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
     }
+
+
+# The bootstrap of the latency ratios: a fixed seed, so that the intervals in a run's JSON can be
+# recomputed from its samples; 10 000 resamples keep the 2.5th/97.5th percentiles stable to about
+# a percent of the interval's width and cost about 0.2 s for 40 samples a side.
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 10
+BOOTSTRAP_LEVEL = 0.95
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The q-quantile (0 <= q <= 1) of the sorted `ordered`, interpolating linearly between the
+    two nearest ranks (as `statistics.quantiles(method="inclusive")` does)."""
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def bootstrap_ratio_ci(
+    a: Sequence[float],
+    b: Sequence[float],
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = BOOTSTRAP_LEVEL,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of median(a) / median(b).
+
+    The runs alternate A, B, A, B, but a run of A does not depend on the run of B next to it, so
+    the two sets are resampled as independent samples: each with replacement, to its own size,
+    `resamples` times; the interval is the central `level` of the ratios of the medians. None if
+    either side has no sample or a sample that is not positive (no ratio of times then).
+    """
+    if not a or not b or min(a) <= 0 or min(b) <= 0:
+        return None
+    rng = random.Random(seed)
+    choices, median = rng.choices, statistics.median
+    a, b = list(a), list(b)
+    na, nb = len(a), len(b)
+    ratios = sorted(median(choices(a, k=na)) / median(choices(b, k=nb)) for _ in range(resamples))
+    tail = (1 - level) / 2
+    return percentile(ratios, tail), percentile(ratios, 1 - tail)
 
 
 def progress(message: str) -> None:
