@@ -10,8 +10,9 @@ Five measures, each for both runtimes in the same run, the runtimes alternating 
               stdout a pipe the bench drains and counts
   concurrent  N `ctr run --rm ... true` launched at once: wall time until the last one exits
 
-Prints a table (ratio pyrunc / Go shim, target <= 1.0), writes every sample, the machine and the
-date to bench/results/latest.json and a chart to bench/results/latest.png (with matplotlib).
+Prints a table (ratio pyrunc / Go shim, with a 95% bootstrap interval for the latencies, and
+issue 10's targets), writes every sample, the machine and the date to bench/results/latest.json
+and a chart to bench/results/latest.png (with matplotlib).
 A benchmark, not a test: it fails (exit 1) only if a container could not be run, a measure broke
 or the bench had to clean up after itself, never because a figure is slow.
 """
@@ -415,17 +416,17 @@ class Ctx:
     runtimes: tuple[str, str]
 
 
+def counted_seconds(samples: list[Json], runtime: str) -> list[float]:
+    """The figures of `runtime` that count: its successful samples, warm-ups left out."""
+    return [
+        s["seconds"]
+        for s in samples
+        if s["runtime"] == runtime and not s.get("warmup") and s.get("ok", True)
+    ]
+
+
 def summary_by_runtime(samples: list[Json], runtimes: Sequence[str]) -> Json:
-    return {
-        rt: summarize(
-            [
-                s["seconds"]
-                for s in samples
-                if s["runtime"] == rt and not s.get("warmup") and s.get("ok", True)
-            ]
-        )
-        for rt in runtimes
-    }
+    return {rt: summarize(counted_seconds(samples, rt)) for rt in runtimes}
 
 
 def failed_note(samples: list[Json], what: str = "runs") -> Json:
@@ -977,6 +978,13 @@ def machine(runtimes: tuple[str, str]) -> Json:
 # ---- report --------------------------------------------------------------------------------
 
 
+# Issue 10's targets, pyrunc ÷ Go shim in one run with KSM off. A latency ratio meets its target
+# only if the upper end of its 95% interval does; the memory ratios are single measurements.
+# Rows not named here (p90s, PSS with KSM on, threads, the warm parent) are for information.
+LATENCY_TARGETS = {"start": 1.0, "exec": 1.0, "stdout": 0.8, "concurrent": 1.0}
+PSS_TARGET = 1.0  # per container, KSM off, at every K
+
+
 @dataclass
 class Row:
     """One line of the table: a figure for each runtime, in display units."""
@@ -987,30 +995,61 @@ class Row:
     a: float | None
     b: float | None
     digits: int
-    target: float | None = 1.0  # None: shown for information, no target
+    target: float | None = None  # None: shown for information, no target
+    # The bootstrap interval of the ratio, for the latency medians; its upper end is then what
+    # the target is compared with.
+    ci95: tuple[float, float] | None = None
+    samples: tuple[int, int] | None = None  # how many samples each side's figure comes from
+    # A side to which the figure does not apply (the Go shim has no warm parent): "n/a" in its
+    # cell, and no ratio. A figure that applies but is None is one that failed.
+    na: tuple[bool, bool] = (False, False)
 
     @property
     def ratio(self) -> float | None:
-        if self.a is None or self.b is None or not self.b:
+        if any(self.na) or self.a is None or self.b is None or not self.b:
             return None
         return self.a / self.b
 
     @property
+    def compared(self) -> float | None:
+        """The figure held against the target: the interval's upper end if there is one."""
+        return self.ci95[1] if self.ci95 is not None else self.ratio
+
+    @property
     def met(self) -> bool | None:
-        r = self.ratio
-        return None if r is None or self.target is None else r <= self.target
+        c = self.compared
+        return None if c is None or self.target is None else c <= self.target
 
     def fmt(self, value: float | None) -> str:
         return "failed" if value is None else f"{value:.{self.digits}f}"
+
+    def cell(self, side: int) -> str:
+        return "n/a" if self.na[side] else self.fmt((self.a, self.b)[side])
+
+    def ratio_text(self) -> str:
+        return "-" if self.ratio is None else f"{self.ratio:.2f}"
+
+    def ci_text(self) -> str:
+        return "-" if self.ci95 is None else f"[{self.ci95[0]:.2f}, {self.ci95[1]:.2f}]"
+
+    def target_text(self) -> str:
+        return "-" if self.target is None else f"≤ {self.target:.1f}"
+
+    def met_text(self) -> str:
+        return {None: "-", True: "yes", False: "no"}[self.met]
 
     def as_json(self) -> Json:
         return {
             "key": self.key,
             "measure": self.name,
             "unit": self.unit,
-            "a": self.a,
-            "b": self.b,
+            "a": None if self.na[0] else self.a,
+            "b": None if self.na[1] else self.b,
+            "not_applicable": [side for side, na in zip("ab", self.na, strict=True) if na],
+            "samples": list(self.samples) if self.samples else None,
             "ratio": self.ratio,
+            "ci95": list(self.ci95) if self.ci95 else None,
+            "compared": self.compared,
             "target": self.target,
             "met": self.met,
         }
@@ -1025,20 +1064,40 @@ def rows(result: Json, runtimes: tuple[str, str]) -> list[Row]:
         summary = result.get(measure, {}).get("summary", {}).get(runtime, {})
         return summary[key] * scale if key in summary else None
 
+    def median_row(measure: str, key: str, name: str, unit: str, scale: float, digits: int) -> Row:
+        """The medians of `measure`, the ratio's bootstrap interval and its target."""
+        samples = result.get(measure, {}).get("samples", [])
+        sa, sb = counted_seconds(samples, a), counted_seconds(samples, b)
+        return Row(
+            key,
+            name,
+            unit,
+            stat(measure, a, "median", scale),
+            stat(measure, b, "median", scale),
+            digits,
+            target=LATENCY_TARGETS[measure],
+            ci95=bootstrap_ratio_ci(sa, sb),
+            samples=(len(sa), len(sb)),
+        )
+
     def timed(measure: str, name: str, unit: str, scale: float, digits: int) -> None:
         if measure not in wanted:
             return
-        for key in ("median", "p90"):
-            out.append(
-                Row(
-                    f"{measure}_{key}",
-                    f"{name}, {key} ({unit})",
-                    unit,
-                    stat(measure, a, key, scale),
-                    stat(measure, b, key, scale),
-                    digits,
-                )
+        out.append(
+            median_row(
+                measure, f"{measure}_median", f"{name}, median ({unit})", unit, scale, digits
             )
+        )
+        out.append(
+            Row(
+                f"{measure}_p90",
+                f"{name}, p90 ({unit})",
+                unit,
+                stat(measure, a, "p90", scale),
+                stat(measure, b, "p90", scale),
+                digits,
+            )
+        )
 
     timed("start", "start `ctr run --rm true`", "ms", 1000, 0)
     timed("exec", "exec `ctr task exec true`", "ms", 1000, 0)
@@ -1050,17 +1109,33 @@ def rows(result: Json, runtimes: tuple[str, str]) -> list[Row]:
         }
         measured = {m.get("ksm", False) for m in result.get("memory", {}).get("runs", [])}
         modes = [on for on in result["options"].get("ksm", [False]) if on in measured] or [False]
+        counts_warm = (shim_binary(a) == PYRUNC_SHIM, shim_binary(b) == PYRUNC_SHIM)
         for on in modes:
+            ksm = f"KSM {'on' if on else 'off'}"
             for k in result["options"]["containers"]:
                 ma, mb = by_key.get((a, k, on)), by_key.get((b, k, on))
                 out.append(
                     Row(
                         f"pss_k{k}{'_ksm' if on else ''}",
-                        f"PSS per container, K={k}, KSM {'on' if on else 'off'} (MiB)",
+                        f"PSS per container, K={k}, {ksm} (MiB)",
                         "MiB",
                         ma["pss_per_container_kb"] / 1024 if ma else None,
                         mb["pss_per_container_kb"] / 1024 if mb else None,
                         1,
+                        target=None if on else PSS_TARGET,
+                    )
+                )
+                # What of that figure is the warm parent's (whole, not divided by K): the part
+                # a shim's own diet does not touch. Only pyrunc has one.
+                out.append(
+                    Row(
+                        f"warm_parent_pss_k{k}{'_ksm' if on else ''}",
+                        f"PSS of the warm parent alone, K={k}, {ksm} (MiB)",
+                        "MiB",
+                        ma["warm_parent_pss_kb"] / 1024 if ma else None,
+                        mb["warm_parent_pss_kb"] / 1024 if mb else None,
+                        1,
+                        na=(not counts_warm[0], not counts_warm[1]),
                     )
                 )
         for k in result["options"]["containers"]:
@@ -1073,46 +1148,43 @@ def rows(result: Json, runtimes: tuple[str, str]) -> list[Row]:
                     ma["threads_max"] if ma else None,
                     mb["threads_max"] if mb else None,
                     0,
-                    target=None,
                 )
             )
     if "stdout" in wanted:
         mib = result["options"]["stdout_mib"]
         size = f"{mib // 1024} GiB" if mib % 1024 == 0 else f"{mib} MiB"
         out.append(
-            Row(
-                "stdout_median",
-                f"{size} through stdout, median (s)",
-                "s",
-                stat("stdout", a, "median", 1),
-                stat("stdout", b, "median", 1),
-                2,
-            )
+            median_row("stdout", "stdout_median", f"{size} through stdout, median (s)", "s", 1, 2)
         )
     if "concurrent" in wanted:
         n = result["options"]["concurrent"]
         out.append(
-            Row(
+            median_row(
+                "concurrent",
                 "concurrent_median",
                 f"{n} concurrent `ctr run --rm true`, median (s)",
                 "s",
-                stat("concurrent", a, "median", 1),
-                stat("concurrent", b, "median", 1),
+                1,
                 2,
             )
         )
     return out
 
 
-def table(table_rows: list[Row], runtimes: tuple[str, str]) -> str:
+def header(runtimes: tuple[str, str]) -> tuple[str, ...]:
     a, b = (label(r) for r in runtimes)
-    header = ("measure", a, b, f"ratio ({a} ÷ {b.removesuffix(' shim')})", "target")
-    lines_ = [header]
-    for r in table_rows:
-        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
-        target = "-" if r.target is None else f"≤ {r.target:.1f}"
-        lines_.append((r.name, r.fmt(r.a), r.fmt(r.b), ratio, target))
-    widths = [max(len(line[i]) for line in lines_) for i in range(5)]
+    ratio = f"ratio ({a} ÷ {b.removesuffix(' shim')})"
+    return ("measure", a, b, ratio, "95% interval", "target", "met")
+
+
+def cells(r: Row) -> tuple[str, ...]:
+    figures = (r.cell(0), r.cell(1), r.ratio_text(), r.ci_text(), r.target_text())
+    return (r.name, *figures, r.met_text())
+
+
+def table(table_rows: list[Row], runtimes: tuple[str, str]) -> str:
+    lines_ = [header(runtimes), *map(cells, table_rows)]
+    widths = [max(len(line[i]) for line in lines_) for i in range(len(lines_[0]))]
     text = [
         " | ".join(
             c.ljust(w) if i == 0 else c.rjust(w)
@@ -1125,15 +1197,12 @@ def table(table_rows: list[Row], runtimes: tuple[str, str]) -> str:
 
 
 def markdown_table(table_rows: list[Row], runtimes: tuple[str, str]) -> str:
-    a, b = (label(r) for r in runtimes)
+    head = header(runtimes)
     text = [
-        f"| measure | {a} | {b} | ratio ({a} ÷ {b.removesuffix(' shim')}) | target |",
-        "|---|---:|---:|---:|---:|",
+        "| " + " | ".join(head) + " |",
+        "|---" + "|---:" * (len(head) - 1) + "|",
+        *("| " + " | ".join(cells(r)) + " |" for r in table_rows),
     ]
-    for r in table_rows:
-        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
-        target = "-" if r.target is None else f"≤ {r.target:.1f}"
-        text.append(f"| {r.name} | {r.fmt(r.a)} | {r.fmt(r.b)} | {ratio} | {target} |")
     return "\n".join(text)
 
 
@@ -1167,19 +1236,32 @@ def chart(result: Json, table_rows: list[Row], runtimes: tuple[str, str], path: 
     bar_colors = [
         "#999999" if r.ratio is None else ("#3a9d5d" if r.met else "#d1495b") for r in ratio_rows
     ][::-1]
+    # The 95% interval as an error bar: the bar's colour follows its upper end, so the bar
+    # alone could look green-worthy while it is red.
     ax.barh(names, values, color=bar_colors)
+    for y, r in enumerate(ratio_rows[::-1]):
+        if r.ci95 is not None and r.ratio is not None:
+            low, high = max(0.0, r.ratio - r.ci95[0]), max(0.0, r.ci95[1] - r.ratio)
+            ax.errorbar([r.ratio], [y], xerr=[[low], [high]], color="black", capsize=3)
     ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
-    top = max([*values, 1.0]) * 1.45
+    for y, r in enumerate(ratio_rows[::-1]):
+        if r.target is not None and r.target != 1.0:
+            ax.vlines(r.target, y - 0.45, y + 0.45, colors="black", linestyles="dashed", zorder=3)
+    ends = [r.compared or 0.0 for r in ratio_rows]
+    top = max([*values, *ends, 1.0]) * 1.45
     ax.set_xlim(0, top)
     for y, r in enumerate(ratio_rows[::-1]):
+        ci = f" [{r.ci95[0]:.2f}, {r.ci95[1]:.2f}]" if r.ci95 else ""
         text = (
             "failed"
             if r.ratio is None
-            else (f"{r.ratio:.2f}  ({label(a)} {r.fmt(r.a)} / {label(b)} {r.fmt(r.b)} {r.unit})")
+            else f"{r.ratio:.2f}{ci}  ({label(a)} {r.fmt(r.a)} / {label(b)} {r.fmt(r.b)} {r.unit})"
         )
-        ax.text(max(r.ratio or 0.0, 1.0) + top * 0.01, y, text, va="center", fontsize=8)
+        x = max(r.ratio or 0.0, r.compared or 0.0, 1.0) + top * 0.01
+        ax.text(x, y, text, va="center", fontsize=8)
     ax.set_xlabel(
-        f"ratio {label(a)} ÷ {label(b)}  (target ≤ 1.0, the dashed line; green: met, red: not)"
+        f"ratio {label(a)} ÷ {label(b)}, with the 95% interval  (dashed: the target, 1.0 unless "
+        "marked on the bar; green: met by the interval's upper end, red: not)"
     )
     date = result["date"][:10]
     ax.set_title(
@@ -1410,7 +1492,15 @@ def main(argv: list[str] | None = None) -> int:
         result["warm_files_removed"] = remove_warm_files(warm_files_before, warm_dir_existed)
     result["duration_s"] = round(time.monotonic() - t0, 1)
 
+    result["bootstrap"] = {
+        "statistic": "median(a) / median(b), a and b resampled apart, with replacement",
+        "level": BOOTSTRAP_LEVEL,
+        "resamples": BOOTSTRAP_RESAMPLES,
+        "seed": BOOTSTRAP_SEED,
+    }
+    t_report = time.monotonic()
     table_rows = rows(result, runtimes)
+    result["bootstrap"]["seconds"] = round(time.monotonic() - t_report, 2)
     result["ratios"] = [r.as_json() for r in table_rows]
     result["table"] = table(table_rows, runtimes)
     result["markdown_table"] = markdown_table(table_rows, runtimes)
@@ -1421,7 +1511,10 @@ def main(argv: list[str] | None = None) -> int:
     print(result["table"])
     targets = [r for r in table_rows if r.target is not None]
     met = sum(1 for r in targets if r.met)
-    print(f"\ntargets met: {met} of {len(targets)}")
+    print(
+        f"\ntargets met: {met} of {len(targets)} "
+        "(a latency ratio by the upper end of its 95% interval)"
+    )
     if new_warm:
         print(f"note: pyrunc warm parent(s) of this run still running: {new_warm}")
     if result["warm_files_removed"]:
