@@ -98,7 +98,7 @@ def test_click_prints_the_version_and_refuses_unknown_actions(
     assert version.output.splitlines()[0] == "containerd-shim-runc-v2:"
     assert "Runtime: io.containerd.runc.v2" in version.output
     bad = runner.invoke(_click_command(), ["-id", "c", "stop"])
-    assert bad.exit_code == 2 and "unknown action 'stop'" in bad.output
+    assert bad.exit_code == 2 and 'unknown action "stop"' in bad.output
 
 
 @pytest.mark.parametrize(("pid", "status", "ns"), [
