@@ -3,8 +3,9 @@
 # of the project into the image's virtual environment, run the lane's pytest runs, and leave
 # each run's output and exit code on the work disk for the host (tests/guest/run_guest.py).
 #
-# The work disk (/srv/pyrunc) holds src/ (the project), runs/ (the pytest runs the host asked
-# for) and results/. Results are not kept in /tmp: it is a tmpfs here, gone at power-off.
+# The work disk (/srv/pyrunc) holds src/ (the project), wheel/ (pyrunc, built from it), runs/
+# (the pytest runs the host asked for) and results/. Results are not kept in /tmp: it is a
+# tmpfs here, gone at power-off.
 set -u
 
 disk=/srv/pyrunc
@@ -25,10 +26,11 @@ trap finish EXIT
 say "kernel $(uname -r); /sys/fs/cgroup is $(stat -fc %T /sys/fs/cgroup)" \
     "($(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null)); PID 1 is $(cat /proc/1/comm)"
 
-# As `make install` does on the host: a real install, then the launcher (the shim binary that
-# containerd runs is the venv's bin/containerd-shim-pyrunc-v1).
+# As `make install` does on the host: a real (non-editable) install, of the wheel the host built
+# from this copy of the project, then the launcher (the shim binary that containerd runs is the
+# venv's bin/containerd-shim-pyrunc-v1).
 start=$SECONDS
-if ! { "$py" -m pip install -q --no-index --no-deps --no-build-isolation . &&
+if ! { "$py" -m pip install -q --no-index --no-deps --force-reinstall "$disk"/wheel/*.whl &&
        "$py" -m pyrunc.shim.launcher; } > "$results/install.log" 2>&1; then
   say "installing pyrunc failed"
   echo 1 > "$results/install.rc"

@@ -1,6 +1,7 @@
 """The cgroup v2 lane: run the integration tests in a Debian 12 guest with systemd as PID 1.
 
-    python3 tests/guest/run_guest.py [--source worktree|HEAD] [--timeout MIN] [-- PYTEST ARGS]
+    python3 tests/guest/run_guest.py [--source worktree|HEAD] [--timeout MIN] [--run-dir DIR]
+                                     [--patch FILE] [-- PYTEST ARGS]
 
 (`make test-cgroup2` runs it; root only, standard library only.) This machine is cgroup v1
 (hybrid) without systemd, so pyrunc's cgroup v2 paths and runc's systemd driver are exercised in
@@ -45,6 +46,7 @@ DEFAULT_RUN_DIR = CACHE / "cgroup2-run"
 # What the image is made of: a change to any of these files builds a new image.
 IMAGE_INPUTS = [HERE / "packages.txt", HERE / "build_image.sh", HERE / "pyrunc-lane.service",
                 REPO / "setup.cfg"]
+HOST_PYTHON = REPO / ".venv" / "bin" / "python"  # Debian's python3.11, as the guest's
 DEFAULT_TIMEOUT_MIN = 40.0
 WORK_DISK_SIZE = "1G"
 HEARTBEAT_S = 60.0
@@ -169,11 +171,23 @@ def copy_project(source: str, dest: Path) -> int:
     return count
 
 
-def make_work_disk(run_dir: Path, runs: list[Run], source: str) -> Path:
+def make_work_disk(run_dir: Path, runs: list[Run], source: str, patch: Path | None) -> Path:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     tree = run_dir / "work"
     files = copy_project(source, tree / "src")
+    if patch is not None:
+        # Only the guest's copy changes: the working tree (which others may be using) does not.
+        subprocess.run(["patch", "-p1", "-d", str(tree / "src"), "-i", str(patch.resolve())],
+                       check=True)
+    # pyrunc's wheel, built here from the same copy: setuptools is slow under emulation, and
+    # the guest then only unpacks it (pip install of the wheel: the same non-editable install).
+    subprocess.run([str(HOST_PYTHON), "-m", "pip", "wheel", "-q", "--no-deps", "--no-index",
+                    "--no-build-isolation", "--wheel-dir", str(tree / "wheel"), str(tree / "src")],
+                   check=True)
+    shutil.rmtree(tree / "src" / "build", ignore_errors=True)
+    for egg_info in (tree / "src").glob("*.egg-info"):
+        shutil.rmtree(egg_info)
     (tree / "results").mkdir()
     runs_dir = tree / "runs"
     runs_dir.mkdir()
@@ -276,6 +290,9 @@ def main() -> int:
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR,
                         help="where the work disk, console log and results go (default "
                              f"{DEFAULT_RUN_DIR.relative_to(REPO)}; emptied first)")
+    parser.add_argument("--patch", type=Path,
+                        help="a patch (git diff) to apply to the guest's copy of the project, "
+                             "e.g. a deliberate bug, to see that the lane catches it")
     parser.add_argument("pytest_args", nargs="*",
                         help="after --: one pytest run with these arguments instead of the lane's")
     opts = parser.parse_args()
@@ -285,7 +302,7 @@ def main() -> int:
     image, build_s = ensure_image()
     print(f"== cgroup v2 lane: image {image.relative_to(REPO)} "
           + (f"built in {build_s:.0f} s" if build_s is not None else "(cached)"), flush=True)
-    work_disk = make_work_disk(opts.run_dir, runs, opts.source)
+    work_disk = make_work_disk(opts.run_dir, runs, opts.source, opts.patch)
     for run in runs:
         print(f"   run {run.name}: {run.describe()}", flush=True)
     print(f"== cgroup v2 lane: booting the guest (console: {opts.run_dir / 'console.log'})",
