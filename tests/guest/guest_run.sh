@@ -47,9 +47,14 @@ while read -r run; do
   mapfile -t args < "$disk/runs/$run.args"
   say "run $run: ${run_env[*]} pytest ${args[*]:0:3}..."
   start=$SECONDS
+  # runs/deadline is the guest's uptime by which every run must be over, a little before the
+  # host stops the guest: SIGINT then interrupts pytest as Ctrl-C does, and its output still says
+  # which test was running and ends with its summary.
+  left=$(( $(cat "$disk/runs/deadline") - $(cut -d. -f1 /proc/uptime) ))
   # The output goes to the console (the host's log of the guest, to follow a run live) and to the
   # results file, which is what the host prints and judges.
-  env "${run_env[@]}" "$py" -m pytest -p no:cacheprovider "${args[@]}" 2>&1 \
+  timeout -s INT -k 30 "$(( left > 1 ? left : 1 ))" \
+    env "${run_env[@]}" "$py" -m pytest -p no:cacheprovider "${args[@]}" < /dev/null 2>&1 \
     | tee "$results/$run.log"
   echo "${PIPESTATUS[0]}" > "$results/$run.rc"
   echo "$((SECONDS - start))" > "$results/$run.seconds"

@@ -13,16 +13,19 @@ a virtual machine:
    removed.
 2. The work disk, made afresh for each run: the project's files (`--source worktree`, the
    default: the files git tracks plus untracked ones it does not ignore, as they are in the
-   working tree; `--source HEAD`: the last commit, via `git archive`) and the list of pytest runs.
+   working tree; `--source HEAD`: the last commit, via `git archive`; on CI's fresh clone the two
+   are the same), pyrunc's wheel built from them, and the pytest runs (default_runs below, less
+   the tests in deselect.txt). `--patch` changes the guest's copy only.
 3. qemu boots the guest's own kernel in software emulation (KVM does not run a guest kernel on
    this machine), root image as a snapshot (never changed), work disk read-write, no network.
-   The unit pyrunc-lane.service runs guest_run.sh, which installs pyrunc into the image's
-   virtual environment and runs the pytest runs, then the guest powers itself off.
+   The unit pyrunc-lane.service runs guest_run.sh, which installs the wheel into the image's
+   virtual environment and runs the pytest runs, then the guest powers itself off. A run still
+   going near the end of --timeout is interrupted in the guest, so its report still comes back.
 4. The results, read back from the work disk with debugfs: each run's pytest output is printed
    here, and the lane fails if any run failed, so the failing tests are named in this output.
 
-The guest's console (boot, then pytest's output as it runs) is kept in .cache/cgroup2-run/
-console.log; a line a minute here says where the run is.
+The guest's console (boot, then pytest's output as it runs) is kept as console.log in the run
+directory; a line a minute here says where the guest is.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -50,6 +53,10 @@ HOST_PYTHON = REPO / ".venv" / "bin" / "python"  # Debian's python3.11, as the g
 DEFAULT_TIMEOUT_MIN = 40.0
 WORK_DISK_SIZE = "1G"
 HEARTBEAT_S = 60.0
+# The guest interrupts its pytest runs this long before the host would stop it, so that a run
+# that hangs still ends with pytest's own report (the guest's clock starts a little later).
+GUEST_MARGIN_S = 120.0
+TIMEOUT_EXIT = 124  # timeout(1)'s exit status when it stopped the command
 
 
 @dataclass
@@ -76,34 +83,23 @@ class Run:
         return text + (f": {self.why}" if self.why else "")
 
 
-@dataclass
-class Deselected:
-    node_ids: list[str] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)  # as written, with their reasons
+def read_deselected(path: Path = HERE / "deselect.txt") -> list[str]:
+    """deselect.txt: node ids (or prefixes) the guest does not run; comments say why."""
+    return [node_id for line in path.read_text().splitlines()
+            if (node_id := line.split("#", 1)[0].strip())]
 
 
-def read_deselected(path: Path = HERE / "deselect.txt") -> Deselected:
-    """deselect.txt: node ids (or prefixes) the guest does not run, each with its reason."""
-    found = Deselected()
-    for line in path.read_text().splitlines():
-        node_id = line.split("#", 1)[0].strip()
-        if node_id:
-            found.node_ids.append(node_id)
-            found.lines.append(line.strip())
-    return found
-
-
-def default_runs(deselected: Deselected, pytest_args: list[str]) -> list[Run]:
+def default_runs(deselected: list[str], pytest_args: list[str]) -> list[Run]:
     # PYRUNC_TEST_CGROUP2=1 tells tests/integration/cgroup2_lane.py that this is the lane: its
     # tests must run here (and fail the run if the platform is not cgroup v2 with systemd).
     lane = {"PYRUNC_TEST_CGROUP2": "1"}
     if pytest_args:
         return [Run("main", lane, pytest_args, "as asked")]
-    deselect = [arg for node_id in deselected.node_ids for arg in ("--deselect", node_id)]
+    deselect = [arg for node_id in deselected for arg in ("--deselect", node_id)]
     return [
         Run("main", lane, ["-v", "tests/integration", *deselect],
             "the integration suite: pyrunc and the Go shim on cgroup v2, systemd as PID 1",
-            len(deselected.node_ids)),
+            len(deselected)),
         # ctr sends runc.v1 Options (--runc-systemd-cgroup) only to io.containerd.runc.v2: with
         # pyrunc installed under that name, its Options path is the one under test.
         Run("drop-in", {**lane, "PYRUNC_TEST_DROP_IN": "1"},
@@ -171,7 +167,8 @@ def copy_project(source: str, dest: Path) -> int:
     return count
 
 
-def make_work_disk(run_dir: Path, runs: list[Run], source: str, patch: Path | None) -> Path:
+def make_work_disk(run_dir: Path, runs: list[Run], source: str, patch: Path | None,
+                   deadline: float) -> Path:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     tree = run_dir / "work"
@@ -193,6 +190,7 @@ def make_work_disk(run_dir: Path, runs: list[Run], source: str, patch: Path | No
     runs_dir.mkdir()
     # One file per run and per list, one item a line: nothing in them needs shell quoting.
     (runs_dir / "order").write_text("".join(f"{run.name}\n" for run in runs))
+    (runs_dir / "deadline").write_text(f"{deadline:.0f}\n")  # seconds of the guest's uptime
     for run in runs:
         (runs_dir / f"{run.name}.env").write_text(
             "".join(f"{k}={v}\n" for k, v in run.env.items()))
@@ -302,7 +300,8 @@ def main() -> int:
     image, build_s = ensure_image()
     print(f"== cgroup v2 lane: image {image.relative_to(REPO)} "
           + (f"built in {build_s:.0f} s" if build_s is not None else "(cached)"), flush=True)
-    work_disk = make_work_disk(opts.run_dir, runs, opts.source, opts.patch)
+    work_disk = make_work_disk(opts.run_dir, runs, opts.source, opts.patch,
+                               opts.timeout * 60 - GUEST_MARGIN_S)
     for run in runs:
         print(f"   run {run.name}: {run.describe()}", flush=True)
     print(f"== cgroup v2 lane: booting the guest (console: {opts.run_dir / 'console.log'})",
@@ -328,8 +327,13 @@ def main() -> int:
         print(log.read_text(errors="replace") if log.exists() else "(no output)")
         if rc != 0:
             failed.append(run.name)
-        summary.append(f"{run.name}: " + (f"exit {rc} in {seconds} s" if rc is not None
-                                          else "did not finish"))
+        if rc is None:
+            outcome = "did not finish"
+        elif rc == TIMEOUT_EXIT:
+            outcome = f"interrupted after {seconds} s: the lane's {opts.timeout:.0f} min ran out"
+        else:
+            outcome = f"exit {rc} in {seconds} s"
+        summary.append(f"{run.name}: {outcome}")
     print(f"\n== cgroup v2 lane: guest ran {guest_s:.0f} s (boot to power-off); "
           + "; ".join(summary))
     if failed:
