@@ -55,8 +55,12 @@ def test_with_the_census_of_warm_parents() -> None:
 
 def test_parents_read_from_proc() -> None:
     # processes() reads the ppid from /proc/<pid>/stat: a child of this process names it.
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; print(flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE)
     try:
+        assert child.stdout is not None
+        child.stdout.readline()  # it runs: its command line is there to read (not mid-exec)
         procs = processes()
         ppids = {pid: p.ppid for pid, p in procs.items()}
         assert ppids[child.pid] == os.getpid()
@@ -65,3 +69,4 @@ def test_parents_read_from_proc() -> None:
     finally:
         child.kill()
         child.wait()
+        child.stdout.close()
