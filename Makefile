@@ -58,9 +58,11 @@ DROP_IN_TESTS := $(addprefix tests/integration/test_,lifecycle.py exec.py termin
 	tty_exec.py task_api.py faults.py events.py errors.py drop_in.py)
 DROP_IN_VERSIONS := 1.6 1.7 2.x
 
+# Every lane: the host's (cgroup v1), the drop-in lane, then the cgroup v2 guest.
 test: install $(OTHER_CONTAINERDS)
 	$(PY) -m pytest -q tests
 	$(MAKE) --no-print-directory test-drop-in
+	$(MAKE) --no-print-directory test-cgroup2
 
 test-drop-in: install $(OTHER_CONTAINERDS)
 	@failed=""; for v in $(DROP_IN_VERSIONS); do \
