@@ -402,4 +402,6 @@ def test_the_v2_cgroup_is_still_watched_after_a_containerd_restart(
         assert result.returncode == 137, result
         assert_oom_reported(events, id, runtime)
     data = json.loads(containerd.ctr("task", "metrics", "--format", "json", id).stdout)
-    assert data["memory_events"]["oom_kill"] == 1
+    # At least the exec's kill: the shell and its pipeline both grow, and the kernel may have
+    # to kill twice before the cgroup fits its limit again.
+    assert data["memory_events"]["oom_kill"] >= 1
