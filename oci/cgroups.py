@@ -10,21 +10,23 @@ removed raises CgroupGone.
 
 OOMWatcher follows containerd's pkg/oom: on v1 an eventfd registered on `memory.oom_control`
 through `cgroup.event_control`; on v2 inotify on `memory.events`, reporting when `oom_kill` grows.
-Both are plain file descriptors on the shim's event loop, so an OOM is reported as soon as the
-loop runs, and `check_now` lets the shim look once more just before it publishes an init's exit
-(containerd "should always send oom event before exit event").
+Both are plain file descriptors that one watcher thread per shim waits on with poll(2), so an
+OOM is reported as soon as the kernel signals it, and `check_now` lets the shim look once more,
+from its own thread, just before it publishes a process's exit (containerd "should always send
+oom event before exit event").
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
 import ctypes
 import errno
 import functools
 import os
 import re
+import select
 import struct
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -756,13 +758,20 @@ def _inotify_watch(path: str, mask: int) -> int:
 
 class _Watch(abc.ABC):
     """One container's OOM notification fd. poll() reads what is pending and reports an OOM;
-    `finished` is set once the cgroup is gone and the watch has nothing more to say."""
+    `finished` is set once the cgroup is gone and the watch has nothing more to say.
+
+    `lock` is held around poll() and close(), so the watcher thread and check_now never poll
+    at once (a kill is reported once, and a check_now that races the thread returns only after
+    the thread's on_oom), and the fd is never read once closed (its number may be reused). It
+    is reentrant so that on_oom may remove or check its own container.
+    """
 
     def __init__(self, container_id: str, fd: int, on_oom: OOMCallback) -> None:
         self.container_id = container_id
         self.fd = fd
         self.on_oom = on_oom
         self.finished = False
+        self.lock = threading.RLock()
 
     @abc.abstractmethod
     def poll(self) -> bool:
@@ -860,20 +869,33 @@ class _MemoryEventsWatch(_Watch):
 
 
 class OOMWatcher:
-    """Reports OOM kills in containers' cgroups to a callback, from the asyncio loop.
+    """Reports OOM kills in containers' cgroups to a callback, from a thread of its own.
 
-    One per shim. add() must be called from the running loop; the callback runs in the loop as
-    soon as the kernel reports an OOM. A watch ends by itself when its cgroup is removed.
+    One per shim; its methods may be called from any thread. The watcher thread starts with the
+    first watch and ends with the last one, or with close(). It waits in poll(2) on every watch's
+    fd and calls on_oom as soon as the kernel reports an OOM, unless a check_now in another
+    thread gets there first. A watch ends by itself when its cgroup is removed.
     """
 
     def __init__(self) -> None:
-        self._watches: dict[str, tuple[_Watch, asyncio.AbstractEventLoop]] = {}
+        # Guards the attributes below. A watch's lock may be held when taking it, never the
+        # other way round.
+        self._lock = threading.Lock()
+        self._watches: dict[str, _Watch] = {}
+        # The polling thread's wakeup eventfd, or -1 when no thread polls. Written (under the
+        # lock) to make the thread read the set of watches again; closed by that thread alone,
+        # under the lock, when it ends.
+        self._wake = -1
+        # The last thread started, for close() to join (or add(), once it has ended by itself).
+        self._thread: threading.Thread | None = None
 
     def __contains__(self, container_id: object) -> bool:
-        return container_id in self._watches
+        with self._lock:
+            return container_id in self._watches
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._watches))
+        with self._lock:
+            return iter(list(self._watches))
 
     def add(self, container_id: str, cgroup: Cgroup, on_oom: OOMCallback) -> None:
         """Watch the cgroup, calling on_oom(container_id) for each OOM (replaces an older watch).
@@ -881,7 +903,6 @@ class OOMWatcher:
         Raises CgroupGone if the cgroup no longer exists, CgroupError if it has no memory
         controller, OSError if the kernel refuses the registration.
         """
-        loop = asyncio.get_running_loop()
         if not cgroup.exists():
             raise CgroupGone(f"cgroup deleted: {cgroup}")
         watch: _Watch
@@ -895,48 +916,140 @@ class OOMWatcher:
             watch = _MemoryEventsWatch(container_id, cgroup.path, on_oom)
         else:
             raise CgroupError(f"cannot watch cgroup {cgroup} for OOM")
-        self.remove(container_id)
-        loop.add_reader(watch.fd, self._on_readable, watch)
-        self._watches[container_id] = (watch, loop)
+        try:
+            with self._lock:
+                if self._wake < 0:
+                    self._start()
+                old = self._watches.get(container_id)
+                self._watches[container_id] = watch
+                self._wakeup()
+        except BaseException:
+            watch.close()
+            raise
+        if old is not None:
+            with old.lock:
+                old.close()
 
     def check_now(self, container_id: str) -> bool:
-        """Report an OOM of the container that the kernel has signalled but the loop has not
-        handled yet; return whether on_oom was called. For the shim to call right before it
-        publishes an init's exit, so that TaskOOM comes first."""
-        entry = self._watches.get(container_id)
-        if entry is None:
-            return False
-        watch = entry[0]
-        try:
-            return watch.poll()
-        finally:
-            if watch.finished:
-                self._drop(watch)
+        """Report an OOM of the container that the kernel has signalled but the watcher thread
+        has not handled yet; return whether on_oom was called here. For the shim to call right
+        before it publishes a process's exit, so that TaskOOM comes first: when it returns, any
+        OOM signalled before the call has been reported, here or by the watcher thread."""
+        with self._lock:
+            watch = self._watches.get(container_id)
+        return False if watch is None else self._poll(watch)
 
     def remove(self, container_id: str) -> None:
-        """Stop watching the container (nothing happens if it is not watched)."""
-        entry = self._watches.get(container_id)
-        if entry is not None:
-            self._drop(entry[0])
+        """Stop watching the container (nothing happens if it is not watched). Waits for an
+        on_oom of the container running in the watcher thread."""
+        with self._lock:
+            watch = self._watches.pop(container_id, None)
+            if watch is None:
+                return
+            self._wakeup()
+        with watch.lock:
+            watch.close()
 
     def close(self) -> None:
-        """Stop all watches."""
-        for watch, _ in list(self._watches.values()):
-            self._drop(watch)
+        """Stop all watches and the watcher thread; leaves no fd and no thread behind."""
+        with self._lock:
+            watches = list(self._watches.values())
+            self._watches.clear()
+            thread, self._thread = self._thread, None
+            # Let the thread go even if an add() comes before it wakes: it ends once it sees
+            # that its wakeup fd is no longer self._wake.
+            self._wakeup()
+            self._wake = -1
+        for watch in watches:
+            with watch.lock:
+                watch.close()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
-    def _on_readable(self, watch: _Watch) -> None:
+    def _start(self) -> None:
+        """Start the watcher thread (self._lock held, no thread polling)."""
+        if self._thread is not None:
+            # The previous thread ended by itself: it has let go of the lock for the last time
+            # and is only returning, so this is quick, and close() has one thread to join.
+            self._thread.join()
+            self._thread = None
+        wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        thread = threading.Thread(target=self._run, args=(wake,), name="oom-watcher", daemon=True)
         try:
-            watch.poll()
-        finally:
-            if watch.finished:
+            thread.start()
+        except BaseException:
+            os.close(wake)
+            raise
+        # The thread waits for the lock before it reads these.
+        self._wake, self._thread = wake, thread
+
+    def _wakeup(self) -> None:
+        """Make the thread read the set of watches again (self._lock held)."""
+        if self._wake >= 0:
+            os.eventfd_write(self._wake, 1)
+
+    def _end(self, wake: int) -> None:
+        """The thread's last step (self._lock held)."""
+        if self._wake == wake:
+            self._wake = -1
+        os.close(wake)
+
+    def _run(self, wake: int) -> None:
+        try:
+            while True:
+                with self._lock:
+                    if self._wake != wake or not self._watches:
+                        # Let go by close(), or nothing left to watch. Decided and done under
+                        # one hold of the lock, so an add() either comes first (and is watched)
+                        # or finds no thread and starts one.
+                        self._end(wake)
+                        return
+                    # Fresh every time, so it never holds a closed watch's fd. A watch in the
+                    # dict is open: it is taken out (under the lock) before it is closed.
+                    watches = {watch.fd: watch for watch in self._watches.values()}
+                poller = select.poll()
+                poller.register(wake, select.POLLIN)
+                for fd in watches:
+                    poller.register(fd, select.POLLIN)
+                for fd, _ in poller.poll():
+                    if fd == wake:
+                        os.eventfd_read(wake)  # readable, and only this thread reads it
+                    else:
+                        # A watch removed since the copy was made is skipped by _poll; its
+                        # removal has woken the thread too.
+                        self._serve(watches[fd])
+        except BaseException:
+            # Not expected (poll failing): end as cleanly, and let the next add() start anew.
+            with self._lock:
+                self._end(wake)
+            raise
+
+    def _serve(self, watch: _Watch) -> None:
+        """Poll a watch whose fd is readable, in the watcher thread."""
+        try:
+            self._poll(watch)
+        except Exception as e:
+            # A watch that fails (or whose on_oom does) is ended, so that a lasting fault cannot
+            # keep waking the thread; the error is reported as an uncaught one in a thread is.
+            with watch.lock:
                 self._drop(watch)
+            thread = threading.current_thread()
+            threading.excepthook(threading.ExceptHookArgs((type(e), e, e.__traceback__, thread)))
+
+    def _poll(self, watch: _Watch) -> bool:
+        with watch.lock:
+            if watch.fd < 0:
+                return False  # removed since it was looked up
+            try:
+                return watch.poll()
+            finally:
+                if watch.finished:
+                    self._drop(watch)
 
     def _drop(self, watch: _Watch) -> None:
-        entry = self._watches.get(watch.container_id)
-        if entry is None or entry[0] is not watch:
-            return
-        del self._watches[watch.container_id]
-        loop = entry[1]
-        if watch.fd >= 0 and not loop.is_closed():
-            loop.remove_reader(watch.fd)
+        """End a watch (its lock held)."""
+        with self._lock:
+            if self._watches.get(watch.container_id) is watch:
+                del self._watches[watch.container_id]
+                self._wakeup()
         watch.close()

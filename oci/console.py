@@ -3,7 +3,8 @@
 With terminal=true runc makes the pty itself and hands the master over a unix socket (`runc
 create|exec --console-socket PATH`, go-runc's NewTempConsoleSocket and ReceiveMaster). The shim
 then relays, as the Go shim's linuxPlatform.CopyConsole does: the stdin fifo into the master, the
-master into the stdout fifo. There is no stderr: the process writes it to the same tty.
+master into the stdout fifo, each direction in a thread of its own. There is no stderr: the
+process writes it to the same tty.
 
 Differences from PipeIO that matter:
 - splice(2) does not work on a tty, so both directions use read/write, waiting for room in the
@@ -19,36 +20,43 @@ Differences from PipeIO that matter:
 from __future__ import annotations
 
 import array
-import asyncio
 import contextlib
 import errno
 import fcntl
 import logging
 import os
+import select
 import socket
 import struct
 import termios
-from collections.abc import Coroutine
-from types import TracebackType
-from typing import Any
+import threading
+import time
 
 from pyrunc.oci.errors import MessageError, PathError, describe, quote
 from pyrunc.oci.stdio import (
     FILE,
-    FdWaiter,
     Stdio,
+    Wakeup,
     fifo_path,
+    join_all,
+    join_until,
     open_log_file,
     open_output,
     open_stdin_fifo,
     parse_stdout_uri,
+    poller,
     relay,
+    wait_ready,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
 
 log = logging.getLogger("pyrunc.console")
 
 _CHUNK = 64 << 10
-_BURST = 16  # reads before yielding to other work on the loop
 # EIO on the master says every slave fd is closed, but not always that the output has all been
 # read: the kernel can answer EIO while the last writes are still on their way from the slave's
 # buffer to the master's (seen here: up to 11 KiB more came after the first EIO). The Go shim
@@ -57,6 +65,7 @@ _BURST = 16  # reads before yielding to other work on the loop
 _EIO_QUIET = 0.05
 _MAX_NAME = 4096  # runc sends the pty's name with the fd (libcontainer/utils MaxNameLen)
 _SOCKET_NAME = "pty.sock"
+_GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 def _private_dir(parent: str, prefix: str) -> str:
@@ -72,6 +81,10 @@ def _private_dir(parent: str, prefix: str) -> str:
     raise FileExistsError(errno.EEXIST, f"no unused directory name under {parent}")
 
 
+def _aborted() -> ConnectionAbortedError:
+    return ConnectionAbortedError(errno.ECONNABORTED, "console socket closed")
+
+
 class ConsoleSocket:
     """A listening socket for `--console-socket`, in a private directory (0700) under /tmp.
 
@@ -79,10 +92,15 @@ class ConsoleSocket:
     users. close() removes both.
     """
 
+    __slots__ = ("_busy", "_closed", "_conn", "_dir", "_sock", "path")
+
     def __init__(self) -> None:
         self._dir = _private_dir("/tmp", "pyrunc-pty")
         self.path = os.path.join(self._dir, _SOCKET_NAME)
         self._sock: socket.socket | None = None
+        self._conn: socket.socket | None = None  # runc's connection, while receive_master reads
+        self._closed = False
+        self._busy = threading.Lock()  # held by receive_master: close() waits for it to leave
         try:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self._sock.bind(self.path)
@@ -92,24 +110,94 @@ class ConsoleSocket:
             self.close()
             raise
 
-    async def receive_master(self, timeout: float) -> int:
-        """Accept runc's connection and return the pty master it sends (SCM_RIGHTS).
+    def receive_master(self, timeout: float) -> int:
+        """Accept runc's connection and return the pty master it sends (SCM_RIGHTS), blocking.
 
-        The fd is the caller's, non-blocking and close-on-exec. Raises TimeoutError after
-        timeout seconds, ConnectionError if runc hangs up without sending one fd.
+        Call it once runc has returned, or while it runs: runc's connection and message wait in
+        the socket's backlog. The fd is the caller's, non-blocking and close-on-exec. Raises
+        TimeoutError after timeout seconds, ConnectionError if runc hangs up without sending
+        one fd, ConnectionAbortedError if the socket is (or gets) closed: close() from another
+        thread ends a receive in progress at once.
         """
-        if self._sock is None:
-            raise ValueError("console socket is closed")
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(timeout):
-            conn, _ = await loop.sock_accept(self._sock)
-            with conn:
-                return await _receive_fd(conn)
+        deadline = time.monotonic() + timeout
+        with self._busy:
+            sock = self._sock
+            if self._closed or sock is None:
+                raise _aborted()
+            while True:
+                if self._wait_readable(sock, deadline) & _GONE:
+                    raise _aborted()  # shut down by someone else: accept would not block
+                try:
+                    conn, _ = sock.accept()
+                    break
+                except BlockingIOError:  # the connection went away again
+                    continue
+            self._conn = conn
+            try:
+                if self._closed:  # close() may have looked for a connection just before
+                    raise _aborted()
+                conn.setblocking(False)
+                return self._receive_fd(conn, deadline)
+            finally:
+                self._conn = None
+                conn.close()
+
+    def _wait_readable(self, sock: socket.socket, deadline: float) -> int:
+        """Poll sock until it is readable (its revents), the deadline or close()."""
+        p = select.poll()
+        p.register(sock, select.POLLIN)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            events = p.poll(remaining * 1000)
+            if self._closed:  # close() shut the socket down to wake us
+                raise _aborted()
+            if events:
+                return events[0][1]
+
+    def _receive_fd(self, conn: socket.socket, deadline: float) -> int:
+        """Read runc's message (the pty's name, with the master attached) until the fd comes."""
+        int_size = array.array("i").itemsize
+        ancillary = socket.CMSG_SPACE(4 * int_size)  # room to notice a sender passing too many
+        while True:
+            try:
+                data, ancdata, flags, _ = conn.recvmsg(
+                    _MAX_NAME, ancillary, socket.MSG_CMSG_CLOEXEC)
+            except BlockingIOError:
+                self._wait_readable(conn, deadline)
+                continue
+            if self._closed:
+                raise _aborted()
+            fds = array.array("i")
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[: len(payload) - len(payload) % int_size])
+            if len(fds) == 1 and not flags & socket.MSG_CTRUNC:
+                master = fds[0]
+                os.set_blocking(master, False)
+                os.set_inheritable(master, False)
+                log.debug("received console %r as fd %d", data.decode(errors="replace"), master)
+                return master
+            for fd in fds:
+                os.close(fd)
+            if fds or flags & socket.MSG_CTRUNC:
+                raise ConnectionError(f"console socket: expected one fd, got {len(fds)}")
+            if not data:
+                raise ConnectionError("console socket closed without receiving a terminal")
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        """Close and remove the socket; from another thread, it first ends a receive_master in
+        progress (shutdown wakes its poll; closing an fd would not) and waits for it."""
+        self._closed = True
+        for sock in (self._sock, self._conn):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        with self._busy:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         with contextlib.suppress(FileNotFoundError):
@@ -127,36 +215,6 @@ class ConsoleSocket:
         self.close()
 
 
-async def _receive_fd(conn: socket.socket) -> int:
-    """Read runc's message (the pty's name, with the master attached) until the fd comes."""
-    conn.setblocking(False)
-    waiter = FdWaiter(conn.fileno(), writable=False)
-    int_size = array.array("i").itemsize
-    ancillary = socket.CMSG_SPACE(4 * int_size)  # room to notice a sender passing too many
-    while True:
-        try:
-            data, ancdata, flags, _ = conn.recvmsg(_MAX_NAME, ancillary, socket.MSG_CMSG_CLOEXEC)
-        except BlockingIOError:
-            await waiter.wait()
-            continue
-        fds = array.array("i")
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[: len(payload) - len(payload) % int_size])
-        if len(fds) == 1 and not flags & socket.MSG_CTRUNC:
-            master = fds[0]
-            os.set_blocking(master, False)
-            os.set_inheritable(master, False)
-            log.debug("received console %r as fd %d", data.decode(errors="replace"), master)
-            return master
-        for fd in fds:
-            os.close(fd)
-        if fds or flags & socket.MSG_CTRUNC:
-            raise ConnectionError(f"console socket: expected one fd, got {len(fds)}")
-        if not data:
-            raise ConnectionError("console socket closed without receiving a terminal")
-
-
 def resize(master_fd: int, width: int, height: int) -> None:
     """Set the terminal's size (ResizePty); the kernel tells the process with SIGWINCH."""
     winsize = struct.pack("HHHH", height, width, 0, 0)  # struct winsize: rows, cols, x, y
@@ -168,9 +226,23 @@ class ConsoleIO:
 
     Life: construct with the Stdio (checks the stdout URI); start(master) once runc has sent the
     master; resize() for ResizePty; close_stdin() for CloseIO; wait() for the output to drain
-    after the process exited; aclose() at the end. A fifo or file:// stdout is supported; a
-    logging binary is not.
+    after the process exited; close() at the end (blocking; safe in any state, more than once).
+    A fifo or file:// stdout is supported; a logging binary is not.
     """
+
+    __slots__ = (
+        "_hangup",
+        "_lock",
+        "_master",
+        "_output",
+        "_owned",
+        "_relays",
+        "_running",
+        "_stdin_writer",
+        "_wakeup",
+        "stdio",
+        "uri",
+    )
 
     def __init__(self, stdio: Stdio) -> None:
         self.stdio = stdio
@@ -186,11 +258,14 @@ class ConsoleIO:
         self._master: int | None = None
         self._stdin_writer: int | None = None  # our write end of the stdin fifo (CloseIO)
         self._owned: set[int] = set()
-        self._relays: list[asyncio.Task[int]] = []
-        self._output: asyncio.Task[int] | None = None
+        self._relays: list[threading.Thread] = []
+        self._output: list[threading.Thread] = []  # the output relay, once started
         self._running = 0  # relays still using the master; the last one out closes it
         self._hangup = False  # stdin ended: the output relay stops once the master is empty
-        self._output_wake: asyncio.Future[None] | None = None
+        self._wakeup: Wakeup | None = None
+        # Held to close the master or use it from outside the relays (resize): the number
+        # must not be closed, and reused, between resize's check and its ioctl.
+        self._lock = threading.Lock()
 
     def start(self, master_fd: int) -> None:
         """Take ownership of the master (also if this raises), open containerd's fifos and
@@ -208,9 +283,13 @@ class ConsoleIO:
         self._owned.add(writer)
         if holder is not None:
             self._owned.add(holder)
-        self._output = self._spawn(self._copy_out(master_fd, writer, holder))
+        self._wakeup = Wakeup()
+        # Counted before either starts, so that the first one out cannot think it the last.
+        self._running = 1 if stdin_reader is None else 2
+        self._output.append(
+            self._spawn("relay-console-out", self._copy_out, master_fd, writer, holder))
         if stdin_reader is not None:
-            self._spawn(self._copy_in(stdin_reader, master_fd))
+            self._spawn("relay-console-in", self._copy_in, stdin_reader, master_fd)
 
     def _open_stdout(self) -> tuple[int | None, int]:
         path = self.stdio.stdout
@@ -226,113 +305,105 @@ class ConsoleIO:
         except OSError as e:
             raise PathError("open", e.filename or fifo_path(path), e.errno) from e
 
-    def _spawn(self, coro: Coroutine[Any, Any, int]) -> asyncio.Task[int]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._relays.append(task)
-        self._running += 1
-        return task
+    def _spawn(self, name: str, target: Callable[..., None], *args: int | None) -> threading.Thread:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._relays.append(thread)
+        return thread
 
-    async def _copy_in(self, reader: int, master: int) -> int:
+    def _copy_in(self, reader: int, master: int) -> None:
         try:
-            n = await relay(reader, master)
+            n = relay(reader, master, self._wakeup)
             log.debug("console stdin done after %d bytes", n)
-            return n
         except OSError as e:
             # EIO: the tty is gone (its process exited); anything else is worth a word.
             if e.errno != errno.EIO:
                 log.warning("copying stdin to the console: %s", describe(e))
-            return 0
         finally:
             self._close_fd(reader)
             self._hang_up()  # as Go: stdin closed or broken, release the console
             self._relay_done()
 
-    async def _copy_out(self, master: int, writer: int, holder: int | None) -> int:
-        write_wait = FdWaiter(writer, writable=True)
+    def _copy_out(self, master: int, writer: int, holder: int | None) -> None:
+        wakeup = self._wakeup
+        assert wakeup is not None
+        readable = poller(master, select.POLLIN, wakeup)
+        writable = poller(writer, select.POLLOUT, wakeup)
         total = 0
-        burst = 0
         quiet = 0.0  # how long EIO has held without a byte
         try:
-            while True:
+            while not wakeup.is_set:
                 try:
                     data = os.read(master, _CHUNK)
                 except BlockingIOError:
-                    if self._hangup:
-                        return total
-                    await self._readable(master)
-                    continue
+                    if self._hangup:  # as Go: released, and nothing more to read
+                        return
+                    if not wait_ready(readable, wakeup) and wakeup.consume():
+                        return
+                    continue  # readable, or the hang-up's notice: read again
                 except OSError as e:
                     if e.errno != errno.EIO:
                         raise
                     # Every slave fd is closed. (The master then polls as ready all the
                     # time, so it cannot be waited on: look again after short pauses.)
                     if quiet >= _EIO_QUIET:
-                        return total
+                        return
                     pause = min(max(quiet, 0.001), _EIO_QUIET - quiet)
-                    await asyncio.sleep(pause)
+                    # Only the wakeup in the poll set: a sleep that close() cuts short.
+                    if not wait_ready(_sleeper(wakeup), wakeup, pause * 1000):
+                        wakeup.consume()  # a hang-up notice, or the flag: the loop says
                     quiet += pause
                     continue
                 if not data:
-                    return total
+                    return
                 quiet = 0.0
                 view = memoryview(data)
                 while view:  # all of it out before reading more: the pty buffer holds the rest
                     try:
                         view = view[os.write(writer, view):]
                     except BlockingIOError:
-                        await write_wait.wait()
+                        if not wait_ready(writable, wakeup) and wakeup.consume():
+                            return
                     except BrokenPipeError:
-                        return total
+                        return
                 total += len(data)
-                burst += 1
-                if burst >= _BURST:
-                    burst = 0
-                    await asyncio.sleep(0)
+        except OSError as e:
+            log.warning("copying the console to its output: %s", describe(e))
         finally:
             log.debug("console output done after %d bytes", total)
             self._close_fd(writer)  # EOF for containerd
             self._close_fd(holder)
             self._relay_done()
 
-    async def _readable(self, fd: int) -> None:
-        """Wait until fd is readable or stdin has ended (hang-up)."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-
-        def ready() -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        self._output_wake = fut
-        loop.add_reader(fd, ready)
-        try:
-            await fut
-        finally:
-            loop.remove_reader(fd)
-            self._output_wake = None
-
     def _hang_up(self) -> None:
         self._hangup = True
-        if self._output_wake is not None and not self._output_wake.done():
-            self._output_wake.set_result(None)
+        if self._wakeup is not None:
+            self._wakeup.notify()  # the output relay may be waiting for the master
 
     def _relay_done(self) -> None:
-        self._running -= 1
-        if self._running == 0 and self._hangup:
-            # Both relays are out: closing the master now cannot pull it from under a waiter.
-            self._close_fd(self._master)
-            self._master = None
+        with self._lock:
+            self._running -= 1
+            if self._running == 0 and self._hangup:
+                # Both relays are out: closing the master now cannot pull it from under a waiter.
+                self._close_fd(self._master)
+                self._master = None
 
     def _close_fd(self, fd: int | None) -> None:
-        """Close fd if this ConsoleIO still owns it; every close goes through here, once."""
-        if fd is not None and fd in self._owned:
-            self._owned.discard(fd)
-            os.close(fd)
+        """Close fd if this ConsoleIO still owns it; every close goes through here, once
+        (set.remove is atomic: of two threads, one closes)."""
+        if fd is None:
+            return
+        try:
+            self._owned.remove(fd)
+        except KeyError:
+            return
+        os.close(fd)
 
     def resize(self, width: int, height: int) -> None:
         """ResizePty; a no-op once the console is closed, as in Go."""
-        if self._master is not None:
-            resize(self._master, width, height)
+        with self._lock:
+            if self._master is not None:
+                resize(self._master, width, height)
 
     def close_stdin(self) -> None:
         """CloseIO: drop our writer of the stdin fifo. Once the client's writer is gone too the
@@ -340,24 +411,31 @@ class ConsoleIO:
         self._close_fd(self._stdin_writer)
         self._stdin_writer = None
 
-    async def wait(self, timeout: float) -> None:
-        """Wait (bounded) for the output to drain after the process exited."""
-        if self._output is not None:
-            await asyncio.wait([self._output], timeout=timeout)
-
-    async def aclose(self) -> None:
-        """Stop relaying and close every fd, the master last (relays end first)."""
-        for task in self._relays:
-            task.cancel()
-        if self._relays:
-            await asyncio.gather(*self._relays, return_exceptions=True)
-        self._relays.clear()
-        self._output = None
-        self.close()
+    def wait(self, timeout: float) -> None:
+        """Wait (at most timeout seconds) for the output to drain after the process exited;
+        after a hang-up, also for the stdin relay, which releases the console on its way out."""
+        deadline = time.monotonic() + timeout
+        join_until(self._output, deadline)
+        if self._hangup:
+            join_until(self._relays, deadline)
 
     def close(self) -> None:
-        """Close every fd still owned; only for when no relay runs (set-up failures, aclose)."""
-        for fd in list(self._owned):
-            self._close_fd(fd)
-        self._master = None
+        """Stop relaying and close every fd, the master last (relays end first); blocks until
+        the relay threads are gone."""
+        if self._wakeup is not None:
+            self._wakeup.set()
+        join_all(self._relays)
+        self._output.clear()
+        with self._lock:
+            for fd in list(self._owned):
+                self._close_fd(fd)
+            self._master = None
         self._stdin_writer = None
+        if self._wakeup is not None:
+            self._wakeup.close()
+
+
+def _sleeper(wakeup: Wakeup) -> select.poll:
+    p = select.poll()
+    p.register(wakeup.fd, select.POLLIN)
+    return p

@@ -11,20 +11,20 @@ can be reported after theirs, and refuses new execs once the init is gone.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
 import os
 import signal
+import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pyrunc.oci import bundle as bundles
 from pyrunc.oci.console import ConsoleIO, ConsoleSocket
 from pyrunc.oci.errors import describe
-from pyrunc.oci.monitor import Exit, ProcessMonitor
+from pyrunc.oci.monitor import ExitWatch, ProcessMonitor
 from pyrunc.oci.mount import Mount, MountError, mount_all, unmount_all
 from pyrunc.oci.mount import check as check_mount
 from pyrunc.oci.options import CheckpointOpts, RuntimeOptions
@@ -42,7 +42,7 @@ CONSOLE_TIMEOUT = 30.0
 ProcessIO = PipeIO | ConsoleIO
 StdioFds = tuple[int | None, int | None, int | None]
 # What runs runc for a process: given the fds for its stdio and a console socket path (or None).
-RuncLaunch = Callable[[StdioFds, str | None], Awaitable[None]]
+RuncLaunch = Callable[[StdioFds, str | None], None]
 
 
 class ContainerError(Exception):
@@ -123,11 +123,12 @@ class Container:
         spec = bundles.load_spec(config.bundle)
         self.kill_all_on_exit = not bundles.has_own_pid_namespace(spec)
         self._io: dict[str, ProcessIO] = {}  # by exec id; "" is the init's
-        self._exits: dict[str, asyncio.Future[Exit]] = {}
+        self._exits: dict[str, ExitWatch] = {}
         self.init_exited = False  # set as soon as the init's exit is seen: no new execs
         self._running_execs = 0
-        self._execs_idle = asyncio.Event()
+        self._execs_idle = threading.Event()
         self._execs_idle.set()
+        self._execs_lock = threading.Lock()  # request and exit threads count execs
 
     @property
     def pid(self) -> int:
@@ -141,12 +142,12 @@ class Container:
         except KeyError:
             raise ContainerError(f"process does not exist {exec_id}", "not_found") from None
 
-    def exit_of(self, process: Process) -> asyncio.Future[Exit]:
+    def exit_of(self, process: Process) -> ExitWatch:
         return self._exits[process.exec_id]
 
     # --- init ----------------------------------------------------------------------------
 
-    async def create(self) -> None:
+    def create(self) -> None:
         """Mount the rootfs, create the runc container, start relaying its stdio."""
         cfg = self.config
         for m in cfg.rootfs:
@@ -168,9 +169,9 @@ class Container:
                 return  # `runc restore` at Start creates and starts in one go
             pid_file = os.path.join(cfg.bundle, bundles.INIT_PID_FILE)
 
-            async def create(stdio: StdioFds, console: str | None) -> None:
+            def create(stdio: StdioFds, console: str | None) -> None:
                 try:
-                    await self.runc.create(
+                    self.runc.create(
                         self.id, cfg.bundle, pid_file, stdio=stdio, console_socket=console,
                         no_pivot=cfg.options.no_pivot_root,
                         no_new_keyring=cfg.options.no_new_keyring,
@@ -178,13 +179,13 @@ class Container:
                 except RuncError as e:
                     raise ContainerError(f"OCI runtime create failed: {e.message}") from e
 
-            await self._launch("", self.init, cfg.stdio, pid_file, create)
+            self._launch("", self.init, cfg.stdio, pid_file, create)
         except BaseException:
-            await self._undo_create()
+            self._undo_create()
             raise
 
-    async def _launch(self, key: str, process: Process, stdio: Stdio, pid_file: str,
-                      run: RuncLaunch) -> None:
+    def _launch(self, key: str, process: Process, stdio: Stdio, pid_file: str,
+                run: RuncLaunch) -> None:
         """Give a process its stdio (pipes, or a terminal through a console socket), have runc
         start it, then learn its pid, watch its exit and begin relaying."""
         since = time.time_ns()
@@ -193,16 +194,12 @@ class Container:
         if stdio.terminal:
             io = self._keep_io(key, lambda: ConsoleIO(stdio))
             with ConsoleSocket() as console:
-                receiving = asyncio.ensure_future(console.receive_master(CONSOLE_TIMEOUT))
+                # runc connects and sends the pty master while it runs; the connection waits
+                # in the socket's backlog, so it is taken once runc is done (as the Go shim
+                # does), and a runc that failed leaves nothing to receive.
+                run((None, None, None), console.path)
                 try:
-                    await run((None, None, None), console.path)
-                except BaseException:
-                    receiving.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, OSError, TimeoutError):
-                        await receiving
-                    raise
-                try:
-                    master = await receiving
+                    master = console.receive_master(CONSOLE_TIMEOUT)
                 except (OSError, TimeoutError) as e:
                     raise ContainerError(f"failed to retrieve console master: {describe(e)}") from e
         else:
@@ -212,7 +209,7 @@ class Container:
             ))
             assert isinstance(pipes, PipeIO)
             io = pipes
-            await run(pipes.runc_stdio(), None)
+            run(pipes.runc_stdio(), None)
         process.pid = read_pid_file(pid_file)
         if not process.pid:
             raise ContainerError(f"failed to read the pid of {process.id} from {pid_file}")
@@ -223,7 +220,7 @@ class Container:
                 io.start(master)
             else:
                 io.close_runc_side()
-                await io.start_async()
+                io.start()
         except (OSError, RuntimeError, TimeoutError) as e:
             raise ContainerError(f"{_io_start_failed(io)}: {describe(e)}") from e
 
@@ -236,28 +233,28 @@ class Container:
         self._io[key] = io
         return io
 
-    async def _undo_create(self) -> None:
+    def _undo_create(self) -> None:
         with contextlib.suppress(RuncError):
-            await self.runc.delete(self.id, force=True)
+            self.runc.delete(self.id, force=True)
         io = self._io.pop("", None)
         if io is not None:
-            await io.aclose()
+            io.close()
         self._unmount_quietly()
 
-    async def start(self) -> int:
+    def start(self) -> int:
         self.init.check(Op.START)
         if self.config.checkpoint:
-            await self._restore()
+            self._restore()
         else:
             try:
-                await self.runc.start(self.id)
+                self.runc.start(self.id)
             except RuncError as e:
                 raise ContainerError(f"OCI runtime start failed: {e.message}") from e
         if self.init.state is State.CREATED:  # it may already have exited meanwhile
             self.init.transition(State.RUNNING)
         return self.init.pid
 
-    async def _restore(self) -> None:
+    def _restore(self) -> None:
         cfg = self.config
         pid_file = os.path.join(cfg.bundle, bundles.INIT_PID_FILE)
         opts = CheckpointOpts(
@@ -265,27 +262,27 @@ class Container:
             work_path=cfg.options.criu_work_path or os.path.join(cfg.bundle, "criu-work"),
         )
 
-        async def restore(stdio: StdioFds, console: str | None) -> None:
+        def restore(stdio: StdioFds, console: str | None) -> None:
             try:
-                await self.runc.restore(self.id, cfg.bundle, pid_file, opts, stdio=stdio,
+                self.runc.restore(self.id, cfg.bundle, pid_file, opts, stdio=stdio,
                                         console_socket=console,
                                         no_pivot=cfg.options.no_pivot_root)
             except RuncError as e:
                 # runc restore cleans up after itself; make sure, then report CRIU's complaint.
                 with contextlib.suppress(RuncError):
-                    await self.runc.delete(self.id, force=True)
+                    self.runc.delete(self.id, force=True)
                 raise ContainerError(f"OCI runtime restore failed: {e.message}") from e
 
-        await self._launch("", self.init, cfg.stdio, pid_file, restore)
+        self._launch("", self.init, cfg.stdio, pid_file, restore)
 
     @property
-    def init_exit(self) -> asyncio.Future[Exit] | None:
+    def init_exit(self) -> ExitWatch | None:
         return self._exits.get("")
 
-    async def kill(self, sig: int, all: bool = False) -> None:
+    def kill(self, sig: int, all: bool = False) -> None:
         self.init.check(Op.KILL)
         try:
-            await self.runc.kill(self.id, sig, all=all)
+            self.runc.kill(self.id, sig, all=all)
         except RuncError as e:
             if e.process_finished:
                 raise ContainerError("process already finished", "not_found") from e
@@ -293,64 +290,64 @@ class Container:
                 raise ContainerError("no such container", "not_found") from e
             raise ContainerError(f"unknown error after kill: {e.message}") from e
 
-    async def kill_remaining(self) -> None:
+    def kill_remaining(self) -> None:
         """The init process is gone. With a pid namespace of its own the kernel has killed the
         rest; without one, the shim must kill every other process of the container itself."""
         if self.kill_all_on_exit:
             with contextlib.suppress(RuncError):
-                await self.runc.kill(self.id, signal.SIGKILL, all=True)
+                self.runc.kill(self.id, signal.SIGKILL, all=True)
 
-    async def pause(self) -> None:
+    def pause(self) -> None:
         self.init.check(Op.PAUSE)
         try:
-            await self.runc.pause(self.id)
+            self.runc.pause(self.id)
         except RuncError as e:
             raise ContainerError(f"OCI runtime pause failed: {e.message}") from e
         self.init.transition(State.PAUSED)
 
-    async def resume(self) -> None:
+    def resume(self) -> None:
         self.init.check(Op.RESUME)
         try:
-            await self.runc.resume(self.id)
+            self.runc.resume(self.id)
         except RuncError as e:
             raise ContainerError(f"OCI runtime resume failed: {e.message}") from e
         if self.init.state is State.PAUSED:
             self.init.transition(State.RUNNING)
 
-    async def update(self, resources_json: bytes, annotations: dict[str, str]) -> None:
+    def update(self, resources_json: bytes, annotations: dict[str, str]) -> None:
         self.init.check(Op.UPDATE)
         if resources_json:
             try:
-                await self.runc.update(self.id, resources_json)
+                self.runc.update(self.id, resources_json)
             except RuncError as e:
                 raise ContainerError(f"OCI runtime update failed: {e.message}") from e
         self.annotations.update(annotations)
 
-    async def checkpoint(self, opts: CheckpointOpts) -> None:
+    def checkpoint(self, opts: CheckpointOpts) -> None:
         self.init.check(Op.CHECKPOINT)
         work = opts.work_path or os.path.join(self.bundle, "criu-work")
         try:
-            await self.runc.checkpoint(self.id, dataclasses.replace(opts, work_path=work))
+            self.runc.checkpoint(self.id, dataclasses.replace(opts, work_path=work))
         except RuncError as e:
             raise ContainerError(
                 f"OCI runtime checkpoint failed: {e.message} (criu work path {work})"
             ) from e
 
-    async def delete(self) -> None:
+    def delete(self) -> None:
         """runc delete, then stdio, then mounts: reverse order of Create."""
         self.init.check(Op.DELETE)
         io = self._io.get("")
         if io is not None:
-            await io.wait(IO_DRAIN_TIMEOUT)
+            io.wait(IO_DRAIN_TIMEOUT)
         error: ContainerError | None = None
         try:
-            await self.runc.delete(self.id)
+            self.runc.delete(self.id)
         except RuncError as e:
             # A container runc no longer knows (after a checkpoint, say) is already deleted.
             if not e.not_exist:
                 error = ContainerError(f"failed to delete task: {e.message}")
         for key in list(self._io):
-            await self._io.pop(key).aclose()
+            self._io.pop(key).close()
         try:
             if self.rootfs:
                 unmount_all(self.rootfs)
@@ -360,9 +357,9 @@ class Container:
             raise error
         self.init.transition(State.DELETED)
 
-    async def pids(self) -> list[int]:
+    def pids(self) -> list[int]:
         try:
-            return await self.runc.ps(self.id)
+            return self.runc.ps(self.id)
         except RuncError as e:
             raise ContainerError(f"failed to list processes: {e.message}") from e
 
@@ -382,33 +379,40 @@ class Container:
         """Count the exec as running from before `runc exec`, so that an init exit meanwhile
         waits for it; refused once the init is gone."""
         process.check(Op.START)
-        if self.init_exited or self.init.has_exited:
-            raise ContainerError(
-                f"cannot start exec {process.exec_id}: the container's init has exited",
-                "precondition",
-            )
-        self._running_execs += 1
-        self._execs_idle.clear()
+        with self._execs_lock:
+            if self.init_exited or self.init.has_exited:
+                raise ContainerError(
+                    f"cannot start exec {process.exec_id}: the container's init has exited",
+                    "precondition",
+                )
+            self._running_execs += 1
+            self._execs_idle.clear()
+
+    def init_gone(self) -> None:
+        """The init's exit is seen: from now on no exec may start."""
+        with self._execs_lock:
+            self.init_exited = True
 
     def exec_finished(self) -> None:
-        self._running_execs -= 1
-        if self._running_execs <= 0:
-            self._running_execs = 0
-            self._execs_idle.set()
+        with self._execs_lock:
+            self._running_execs -= 1
+            if self._running_execs <= 0:
+                self._running_execs = 0
+                self._execs_idle.set()
 
-    async def wait_execs_finished(self) -> None:
-        await self._execs_idle.wait()
+    def wait_execs_finished(self) -> None:
+        self._execs_idle.wait()
 
-    async def start_exec(self, process: ExecProcess) -> int:
+    def start_exec(self, process: ExecProcess) -> int:
         key = process.exec_id
         process_file = os.path.join(self.bundle, f"{key}.process.json")
         pid_file = os.path.join(self.bundle, f"{key}.pid")
         with open(process_file, "wb") as f:
             f.write(process.spec)
 
-        async def exec_(stdio: StdioFds, console: str | None) -> None:
+        def exec_(stdio: StdioFds, console: str | None) -> None:
             try:
-                await self.runc.exec(self.id, process_file, pid_file, stdio=stdio,
+                self.runc.exec(self.id, process_file, pid_file, stdio=stdio,
                                      console_socket=console)
             except RuncError as e:
                 raise ContainerError(f"OCI runtime exec failed: {e.message}") from e
@@ -417,10 +421,10 @@ class Container:
                     os.unlink(process_file)
 
         try:
-            await self._launch(key, process, process.stdio, pid_file, exec_)
+            self._launch(key, process, process.stdio, pid_file, exec_)
         except BaseException:
             with contextlib.suppress(KeyError):
-                await self._io.pop(key).aclose()
+                self._io.pop(key).close()
             if process.pid:  # started, then failed half-way: leave nothing running
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGKILL)
@@ -440,12 +444,12 @@ class Container:
         except ProcessLookupError as e:
             raise ContainerError("process already finished", "not_found") from e
 
-    async def delete_exec(self, process: ExecProcess) -> None:
+    def delete_exec(self, process: ExecProcess) -> None:
         process.check(Op.DELETE)
         io = self._io.pop(process.exec_id, None)
         if io is not None:
-            await io.wait(IO_DRAIN_TIMEOUT)
-            await io.aclose()
+            io.wait(IO_DRAIN_TIMEOUT)
+            io.close()
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(self.bundle, f"{process.exec_id}.pid"))
         process.transition(State.DELETED)

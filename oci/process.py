@@ -7,8 +7,8 @@ start a running process"), and the caller maps it to FailedPrecondition.
 
 from __future__ import annotations
 
-import asyncio
 import enum
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -104,8 +104,8 @@ class Process:
     exec_id: str = ""  # empty for a container's init process
     # Held from starting the process until its start event is queued; the exit handler takes it
     # too, so a process's exit is never published ahead of its start.
-    lifecycle: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
-    _exited: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    lifecycle: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _exited: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def check(self, op: Op) -> None:
         if op not in ALLOWED[self.state]:
@@ -131,5 +131,6 @@ class Process:
     def has_exited(self) -> bool:
         return self._exited.is_set()
 
-    async def wait(self) -> None:
-        await self._exited.wait()
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the exit is recorded (at most timeout seconds); whether it is."""
+        return self._exited.wait(timeout)

@@ -1,6 +1,7 @@
 """A client for the runc command line, as containerd's shims drive it.
 
-Every invocation runs through a ProcessMonitor (never waitpid here) and is asynchronous. runc is
+Every invocation runs through a ProcessMonitor (never waitpid here) and blocks its caller's thread
+until runc has been reaped. runc is
 always given `--log <bundle>/log.json --log-format json`: when a command fails, the error that
 reaches containerd is runc's own last logged error, not just an exit status. Only the part of the
 log written by the failing invocation is read, so an old error is never reported as a new one.
@@ -12,11 +13,10 @@ import os
 
 TYPE_CHECKING = False  # typing is not imported at run time: `delete` loads this module
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import Sequence
     from typing import Any
 
-    from pyrunc.oci.monitor import Exit, ProcessMonitor
+    from pyrunc.oci.monitor import ExitWatch, ProcessMonitor
     from pyrunc.oci.options import CheckpointOpts, RuntimeOptions
 
 DEFAULT_RUNC_ROOT = "/run/containerd/runc"
@@ -46,27 +46,16 @@ class RuncError(Exception):
         )
 
 
-async def read_until_eof(fd: int) -> bytes:
-    """Read a non-blocking fd to EOF on the running loop, then close it."""
-    import asyncio  # here, not at the top: the delete action uses this module without a loop
-
-    loop = asyncio.get_running_loop()
+def read_until_eof(fd: int) -> bytes:
+    """Read a blocking fd to EOF, then close it."""
     chunks: list[bytes] = []
-    readable = asyncio.Event()
-    loop.add_reader(fd, readable.set)
     try:
         while True:
-            try:
-                data = os.read(fd, 65536)
-            except BlockingIOError:
-                readable.clear()
-                await readable.wait()
-                continue
+            data = os.read(fd, 65536)
             if not data:
                 return b"".join(chunks)
             chunks.append(data)
     finally:
-        loop.remove_reader(fd)
         os.close(fd)
 
 
@@ -123,7 +112,7 @@ class Runc:
                 return str(entry.get("msg", ""))
         return ""
 
-    async def _run(
+    def _run(
         self,
         *args: str,
         stdio: tuple[int | None, int | None, int | None] | None = None,
@@ -140,7 +129,7 @@ class Runc:
         out_r = -1
         if stdio is None:
             in_r = _input_pipe(input) if input is not None else None
-            out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
             try:
                 exited = self._spawn(
                     args[0], since, argv, stdin=in_r, stdout=out_w, stderr=out_w,
@@ -153,14 +142,14 @@ class Runc:
                 os.close(out_w)
                 if in_r is not None:
                     os.close(in_r)
-            output = await read_until_eof(out_r)
+            output = read_until_eof(out_r)
         else:
             exited = self._spawn(
                 args[0], since, argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
                 extra_fds=extra_fds,
             )
             output = b""
-        status = (await exited).status
+        status = exited.result().status
         if status != 0:
             text = output.decode(errors="replace").strip()
             raise self._error(args[0], status, since,
@@ -169,7 +158,7 @@ class Runc:
 
     def _spawn(self, command: str, since: int, argv: list[str], *, stdin: int | None,
                stdout: int | None, stderr: int | None, extra_fds: Sequence[int]
-               ) -> asyncio.Future[Exit]:
+               ) -> ExitWatch:
         """Start runc; a runc that cannot be started (not found, not executable) is a
         RuncError worded as Go's os/exec words it."""
         try:
@@ -196,7 +185,7 @@ class Runc:
             message = f"unable to retrieve OCI runtime error ({describe(e, 'open')}): {cause}"
         return RuncError(command, status, message, output)
 
-    async def create(
+    def create(
         self,
         id: str,
         bundle: str,
@@ -214,18 +203,18 @@ class Runc:
             args.append("--no-pivot")
         if no_new_keyring:
             args.append("--no-new-keyring")
-        await self._run(*args, id, stdio=stdio)
+        self._run(*args, id, stdio=stdio)
 
-    async def start(self, id: str) -> None:
-        await self._run("start", id)
+    def start(self, id: str) -> None:
+        self._run("start", id)
 
-    async def delete(self, id: str, *, force: bool = False) -> None:
-        await self._run("delete", *(["--force"] if force else []), id)
+    def delete(self, id: str, *, force: bool = False) -> None:
+        self._run("delete", *(["--force"] if force else []), id)
 
-    async def kill(self, id: str, signal: int, *, all: bool = False) -> None:
-        await self._run("kill", *(["--all"] if all else []), id, str(signal))
+    def kill(self, id: str, signal: int, *, all: bool = False) -> None:
+        self._run("kill", *(["--all"] if all else []), id, str(signal))
 
-    async def exec(
+    def exec(
         self,
         id: str,
         process_file: str,
@@ -238,24 +227,24 @@ class Runc:
         args = ["exec", "--detach", "--process", process_file, "--pid-file", pid_file]
         if console_socket:
             args += ["--console-socket", console_socket]
-        await self._run(*args, id, stdio=stdio)
+        self._run(*args, id, stdio=stdio)
 
-    async def pause(self, id: str) -> None:
-        await self._run("pause", id)
+    def pause(self, id: str) -> None:
+        self._run("pause", id)
 
-    async def resume(self, id: str) -> None:
-        await self._run("resume", id)
+    def resume(self, id: str) -> None:
+        self._run("resume", id)
 
-    async def update(self, id: str, resources_json: bytes) -> None:
+    def update(self, id: str, resources_json: bytes) -> None:
         """`runc update --resources -`: LinuxResources as JSON on runc's stdin."""
-        await self._run("update", "--resources", "-", id, input=resources_json)
+        self._run("update", "--resources", "-", id, input=resources_json)
 
-    async def checkpoint(self, id: str, opts: CheckpointOpts) -> None:
-        await self._run("checkpoint", *opts.args(), *(
+    def checkpoint(self, id: str, opts: CheckpointOpts) -> None:
+        self._run("checkpoint", *opts.args(), *(
             [] if opts.exit else ["--leave-running"]
         ), id)
 
-    async def restore(
+    def restore(
         self,
         id: str,
         bundle: str,
@@ -271,18 +260,18 @@ class Runc:
             args += ["--console-socket", console_socket]
         if no_pivot:
             args.append("--no-pivot")
-        await self._run(*args, *opts.args(), id, stdio=stdio)
+        self._run(*args, *opts.args(), id, stdio=stdio)
 
-    async def state(self, id: str) -> dict[str, Any]:
+    def state(self, id: str) -> dict[str, Any]:
         import json
 
-        state: dict[str, Any] = json.loads(await self._run("state", id))
+        state: dict[str, Any] = json.loads(self._run("state", id))
         return state
 
-    async def ps(self, id: str) -> list[int]:
+    def ps(self, id: str) -> list[int]:
         import json
 
-        pids = json.loads(await self._run("ps", "--format", "json", id))
+        pids = json.loads(self._run("ps", "--format", "json", id))
         return [int(p) for p in pids or []]
 
 

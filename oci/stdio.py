@@ -13,30 +13,39 @@ The stdout value containerd sends is a URI (Go's createIO in pkg/process/io.go):
 - binary:///path?k=v: a logging binary gets the read ends of the stdout and stderr pipes as fds 3
   and 4 and nothing is relayed here (containerd's runtime/v2/logging is the logger's side).
 
-The relay moves bytes with splice(2): the kernel copies between the pipes, Python only waits.
+Each relayed stream has a thread of its own, as each has a goroutine in the Go shim. It moves
+bytes with splice(2): the kernel moves the pages between the pipes, Python only waits. The fds
+are non-blocking and the thread waits in poll(2), on its fd and on the PipeIO's Wakeup: a splice
+blocked in the kernel could not be interrupted (closing its fd does not wake it on Linux), and
+close() must stop a relay promptly while the process still runs or containerd does not read.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import logging
 import os
+import select
 import signal
 import stat
-import urllib.parse
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import threading
+import time
 
 from pyrunc.oci.errors import MessageError, PathError, describe, quote, start_failure
-from pyrunc.oci.monitor import Exit, ProcessMonitor
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pyrunc.oci.monitor import ExitWatch, ProcessMonitor
 
 log = logging.getLogger("pyrunc.stdio")
 
 _CHUNK = 1 << 20
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
-_BURST = 16  # successful transfers before yielding to other work on the loop
+_POLLIN = select.POLLIN
+_POLLOUT = select.POLLOUT
 
 # How long a logging binary may take to signal readiness on fd 5. The Go runc shim waits without
 # a bound; a logger that never answers would then hang Create for good.
@@ -46,14 +55,34 @@ LOGGER_READY_TIMEOUT = 10.0
 LOGGER_EXIT_TIMEOUT = 12.0
 
 
-@dataclass(frozen=True)
 class Stdio:
-    """The stdio paths containerd asked for ('' for none) and whether a terminal is wanted."""
+    """The stdio paths containerd asked for ('' for none) and whether a terminal is wanted.
 
-    stdin: str = ""
-    stdout: str = ""
-    stderr: str = ""
-    terminal: bool = False
+    A value: compared and hashed by its fields, never changed once made.
+    """
+
+    __slots__ = ("stderr", "stdin", "stdout", "terminal")
+
+    def __init__(
+        self, stdin: str = "", stdout: str = "", stderr: str = "", terminal: bool = False
+    ) -> None:
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.terminal = terminal
+
+    def _key(self) -> tuple[str, str, str, bool]:
+        return (self.stdin, self.stdout, self.stderr, self.terminal)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Stdio) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"Stdio(stdin={self.stdin!r}, stdout={self.stdout!r}, stderr={self.stderr!r}, "
+                f"terminal={self.terminal!r})")
 
 
 FIFO = "fifo"
@@ -64,7 +93,6 @@ BINARY_V2 = "binary-v2"  # as binary, but the logger must write a byte to fd 5 t
 _ENV_PREFIX = "env."
 
 
-@dataclass(frozen=True)
 class StdoutURI:
     """Where a process's output goes, as containerd's stdout value says.
 
@@ -73,14 +101,31 @@ class StdoutURI:
     query: `?k=v` becomes the arguments `k v`, `?env.K=v` the variable `K=v`.
     """
 
-    scheme: str
-    path: str
-    args: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
+    __slots__ = ("args", "env", "path", "scheme")
+
+    def __init__(
+        self, scheme: str, path: str, args: tuple[str, ...] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.scheme = scheme
+        self.path = path
+        self.args = args
+        self.env: Mapping[str, str] = {} if env is None else env
 
     @property
     def is_binary(self) -> bool:
         return self.scheme in (BINARY, BINARY_V2)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StdoutURI) and (
+            self.scheme, self.path, self.args, self.env) == (
+            other.scheme, other.path, other.args, other.env)
+
+    __hash__ = None  # type: ignore[assignment]  # env is a mapping
+
+    def __repr__(self) -> str:
+        return (f"StdoutURI(scheme={self.scheme!r}, path={self.path!r}, args={self.args!r}, "
+                f"env={self.env!r})")
 
 
 def parse_stdout_uri(value: str) -> StdoutURI:
@@ -88,6 +133,12 @@ def parse_stdout_uri(value: str) -> StdoutURI:
 
     A value without a scheme is a fifo path, used as given (as Go does, even with '?' in it).
     """
+    if not value or value[0] == "/":
+        # What containerd nearly always sends, and what urlsplit would find no scheme in:
+        # no need to load urllib.parse (and ipaddress) into every shim for it.
+        return StdoutURI(FIFO, value)
+    import urllib.parse
+
     parts = urllib.parse.urlsplit(value)
     scheme = parts.scheme
     if not scheme:
@@ -120,51 +171,84 @@ def parse_stdout_uri(value: str) -> StdoutURI:
 def fifo_path(value: str) -> str:
     """A stdin or stderr value: a path, or fifo:///path."""
     if value.startswith(FIFO + "://"):
+        import urllib.parse
+
         return urllib.parse.unquote(urllib.parse.urlsplit(value).path)
     return value
 
 
-class FdWaiter:
-    """Await one fd becoming readable or writable on the running loop."""
+class Wakeup:
+    """A stop flag that relay threads can also wait on: an eventfd, readable once set.
 
-    def __init__(self, fd: int, *, writable: bool) -> None:
-        self.fd = fd
-        self.writable = writable
-
-    async def wait(self) -> None:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-
-        def ready() -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        if self.writable:
-            loop.add_writer(self.fd, ready)
-        else:
-            loop.add_reader(self.fd, ready)
-        try:
-            await fut
-        finally:
-            if self.writable:
-                loop.remove_writer(self.fd)
-            else:
-                loop.remove_reader(self.fd)
-
-
-async def relay(src: int, dst: int) -> int:
-    """Move everything from src to dst until src reaches EOF; both must be non-blocking.
-
-    Returns the byte count. Stops early (without raising) if dst's reader is gone for good.
+    set() is for good (nobody reads the eventfd back), so every thread polling it wakes, now
+    or the next time it waits. notify() wakes them without setting the flag (ConsoleIO's
+    hang-up); a thread that takes a notice with consume() must re-check is_set.
     """
-    read_wait = FdWaiter(src, writable=False)
-    write_wait = FdWaiter(dst, writable=True)
+
+    __slots__ = ("fd", "is_set")
+
+    def __init__(self) -> None:
+        self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.is_set = False
+
+    def set(self) -> None:
+        self.is_set = True  # before the write: whoever sees the fd readable sees the flag
+        self.notify()
+
+    def notify(self) -> None:
+        if self.fd >= 0:  # else closed already: nobody is left to wake
+            os.eventfd_write(self.fd, 1)
+
+    def consume(self) -> bool:
+        """Take pending notices; True if the flag is set (and then re-arm it for the others)."""
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self.fd)
+        if self.is_set:
+            self.notify()
+        return self.is_set
+
+    def close(self) -> None:
+        """Only once no thread waits on it any more."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def poller(fd: int, events: int, wakeup: Wakeup | None) -> select.poll:
+    """A poll set for waiting on fd (events) or the wakeup."""
+    p = select.poll()
+    p.register(fd, events)
+    if wakeup is not None:
+        p.register(wakeup.fd, _POLLIN)
+    return p
+
+
+def wait_ready(p: select.poll, wakeup: Wakeup | None, timeout_ms: float | None = None) -> bool:
+    """Block on poll set p (built by poller()); False if the wakeup fired, True otherwise
+    (ready, or timeout_ms ran out)."""
+    for fd, revents in p.poll(timeout_ms):
+        if wakeup is not None and fd == wakeup.fd:
+            return False
+        if revents & select.POLLNVAL:  # closed under us: a bug, and polling again would spin
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+    return True
+
+
+def relay(src: int, dst: int, wakeup: Wakeup | None = None) -> int:
+    """Move everything from src to dst until src reaches EOF, blocking the calling thread; both
+    fds must be non-blocking.
+
+    Returns the byte count. Stops early (without raising) once dst's reader is gone for good,
+    or the wakeup is set. Only this relay may read src: it counts on src staying readable
+    between a poll and the next splice.
+    """
+    src_poll = poller(src, _POLLIN, wakeup)
+    dst_poll = poller(dst, _POLLOUT, wakeup)
     use_splice = True
     total = 0
-    burst = 0
-    src_may_be_empty = True
-    pending = b""
-    while True:
+    src_ready = False  # src polled readable, and nothing moved since
+    pending = memoryview(b"")
+    while wakeup is None or not wakeup.is_set:
         try:
             if pending:
                 n = os.write(dst, pending)
@@ -173,40 +257,33 @@ async def relay(src: int, dst: int) -> int:
                 continue
             if use_splice:
                 n = os.splice(src, dst, _CHUNK, flags=_SPLICE_FLAGS)
-            else:
-                data = os.read(src, _CHUNK)
-                n = len(data)
-                if n:
-                    pending = data
-                    continue
+                if n == 0:
+                    return total
+                total += n
+                src_ready = False
+                continue
+            data = os.read(src, _CHUNK)
+            if not data:
+                return total
+            pending = memoryview(data)
         except BlockingIOError:
-            if pending:  # the write blocked
-                await write_wait.wait()
-            elif not use_splice:  # the read blocked
-                await read_wait.wait()
-            # Empty source or full destination; splice does not say which, so alternate.
-            elif src_may_be_empty:
-                await read_wait.wait()
-                src_may_be_empty = False
+            # Empty source or full destination; splice does not say which. Wait for src first:
+            # if it was readable already, that costs one poll, and then it is dst that is full.
+            if pending or (use_splice and src_ready):
+                ready = wait_ready(dst_poll, wakeup)
             else:
-                await write_wait.wait()
-                src_may_be_empty = True
-            continue
+                ready = wait_ready(src_poll, wakeup)
+                src_ready = use_splice
+            if not ready:
+                return total
         except OSError as e:
             if e.errno == errno.EINVAL and use_splice:
-                use_splice = False  # not a pipe on either side (a regular file, say)
+                use_splice = False  # not a pipe on either side (a file opened O_APPEND, a tty)
                 continue
             if e.errno == errno.EPIPE:
                 return total
             raise
-        if n == 0:
-            return total
-        total += n if use_splice else 0
-        src_may_be_empty = True
-        burst += 1
-        if burst >= _BURST:
-            burst = 0
-            await asyncio.sleep(0)
+    return total
 
 
 def open_fifo_writer(path: str) -> tuple[int, int]:
@@ -269,17 +346,49 @@ def _invalid(message: str) -> OSError:
     return MessageError(errno.EINVAL, message)
 
 
+def join_all(threads: list[threading.Thread]) -> None:
+    """Join every thread of the list (but the caller's own) and empty it."""
+    current = threading.current_thread()
+    for thread in threads:
+        if thread is not current:
+            thread.join()
+    threads.clear()
+
+
+def join_until(threads: list[threading.Thread], deadline: float) -> None:
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
 class PipeIO:
     """The pipes between one container process and the shim, and their relays.
 
     Life: __init__ makes the pipes (and checks the stdout URI); runc_stdio() is what runc gets;
-    after runc has started the process, close_runc_side() drops runc's ends here and
-    `await start_async()` (or start(), when no logging binary is involved) opens containerd's
-    fifos or the log file and begins relaying, or starts the logging binary.
+    after runc has started the process, close_runc_side() drops runc's ends here and start()
+    opens containerd's fifos or the log file and begins relaying (a thread per stream), or
+    starts the logging binary and waits until it is ready. wait() lets the output drain after
+    the process exited; close() ends it all, and is safe in any state, more than once.
 
     With binary:// there is no stdin (as in Go) and both output pipes exist whatever stderr says;
     their read ends go to the logger, which sees EOF once the process and its children are gone.
     """
+
+    __slots__ = (
+        "_container_id",
+        "_logger",
+        "_logger_killed",
+        "_monitor",
+        "_namespace",
+        "_outputs",
+        "_owned",
+        "_relays",
+        "_runc_side",
+        "_shim_side",
+        "_stdin_writer",
+        "_wakeup",
+        "stdio",
+        "uri",
+    )
 
     def __init__(
         self,
@@ -292,6 +401,16 @@ class PipeIO:
         namespace: str = "",
     ) -> None:
         self.stdio = stdio
+        # Everything close() looks at first, so that it works whatever fails below.
+        self._owned: set[int] = set()
+        self._relays: list[threading.Thread] = []
+        self._outputs: list[threading.Thread] = []  # the stdout/stderr relays among them
+        self._wakeup: Wakeup | None = None
+        self._logger: tuple[int, ExitWatch] | None = None  # pid, exit
+        self._logger_killed = False
+        self._stdin_writer: int | None = None  # our write end of the stdin fifo (CloseIO)
+        self._runc_side: list[int | None] = [None, None, None]
+        self._shim_side: list[int | None] = [None, None, None]
         try:
             self.uri = parse_stdout_uri(stdio.stdout)
         except ValueError as e:
@@ -301,13 +420,6 @@ class PipeIO:
         self._monitor = monitor
         self._container_id = container_id
         self._namespace = namespace
-        self._runc_side: list[int | None] = [None, None, None]
-        self._shim_side: list[int | None] = [None, None, None]
-        self._stdin_writer: int | None = None  # our write end of the stdin fifo (CloseIO)
-        self._relays: list[asyncio.Task[int]] = []
-        self._outputs: list[asyncio.Task[int]] = []  # the stdout/stderr relays among them
-        self._owned: set[int] = set()
-        self._logger: tuple[int, asyncio.Future[Exit]] | None = None  # pid, exit
         if self.uri.is_binary:
             wanted = (False, True, True)
         else:
@@ -338,31 +450,26 @@ class PipeIO:
             self._close_fd(fd)
             self._runc_side[i] = None
 
-    def start(self) -> None:
-        """Open containerd's fifos (or the log file) and start relaying. Raises OSError naming
-        the path. With a logging binary, use start_async()."""
-        if self.uri.is_binary:
-            raise RuntimeError(f"{quote(self.stdio.stdout)}: a logging binary needs start_async()")
-        self._start_relays()
+    def start(self, ready_timeout: float = LOGGER_READY_TIMEOUT) -> None:
+        """Open containerd's fifos (or the log file) and start relaying; for binary://, start
+        the logger and wait (at most ready_timeout seconds) until it says it is ready.
 
-    async def start_async(self, ready_timeout: float = LOGGER_READY_TIMEOUT) -> None:
-        """start(), or for binary:// start the logger and wait until it says it is ready.
-
-        Raises OSError naming the URI if the logger cannot start or is not ready in time (and
-        then kills it).
+        Raises OSError naming the path or the URI; a logger that cannot start or is not ready
+        in time is killed. Whatever it raises, close() cleans up.
         """
         if self.uri.is_binary:
-            await self._start_logger(ready_timeout)
+            self._start_logger(ready_timeout)
         else:
             self._start_relays()
 
     def _start_relays(self) -> None:
+        self._wakeup = Wakeup()
         stdin_path = fifo_path(self.stdio.stdin)
         if stdin_path and self._shim_side[0] is not None:
             reader, self._stdin_writer = open_stdin_fifo(stdin_path)
             self._owned.update((reader, self._stdin_writer))
             os.set_blocking(self._shim_side[0], False)
-            self._spawn_relay(reader, self._shim_side[0], output=False)
+            self._spawn_relay("stdin", reader, self._shim_side[0], output=False)
         for index, path in ((1, self.stdio.stdout), (2, self.stdio.stderr)):
             src = self._shim_side[index]
             if not path or src is None:
@@ -381,9 +488,9 @@ class PipeIO:
             if holder is not None:
                 self._owned.add(holder)
             os.set_blocking(src, False)
-            self._spawn_relay(src, writer, output=True)
+            self._spawn_relay("stdout" if index == 1 else "stderr", src, writer, output=True)
 
-    async def _start_logger(self, ready_timeout: float) -> None:
+    def _start_logger(self, ready_timeout: float) -> None:
         """Go's NewBinaryIO: fds 3 and 4 the output pipes, fd 5 the readiness pipe."""
         assert self._monitor is not None  # checked in __init__
         uri = self.stdio.stdout
@@ -414,8 +521,7 @@ class PipeIO:
         log.debug("logging binary %s started as pid %d", uri, pid)
         try:
             try:
-                async with asyncio.timeout(ready_timeout):
-                    got = await _read_ready(ready_r)
+                got = _read_ready(ready_r, ready_timeout)
             except TimeoutError:
                 raise MessageError(
                     errno.ETIMEDOUT,
@@ -434,25 +540,33 @@ class PipeIO:
         finally:
             self._close_fd(ready_r)
 
-    def _spawn_relay(self, src: int, dst: int, *, output: bool) -> None:
-        async def run() -> int:
-            try:
-                n = await relay(src, dst)
-                log.debug("relay %d -> %d done after %d bytes", src, dst, n)
-                return n
-            finally:
-                self._close_fd(dst)  # EOF for whoever reads dst (containerd, or the container)
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._relays.append(task)
+    def _spawn_relay(self, name: str, src: int, dst: int, *, output: bool) -> None:
+        thread = threading.Thread(
+            target=self._run_relay, args=(src, dst), name=f"relay-{name}", daemon=True)
+        thread.start()
+        self._relays.append(thread)
         if output:
-            self._outputs.append(task)
+            self._outputs.append(thread)
+
+    def _run_relay(self, src: int, dst: int) -> None:
+        try:
+            n = relay(src, dst, self._wakeup)
+            log.debug("relay %d -> %d done after %d bytes", src, dst, n)
+        except OSError as e:
+            log.warning("relaying fd %d to fd %d: %s", src, dst, describe(e))
+        finally:
+            self._close_fd(dst)  # EOF for whoever reads dst (containerd, or the container)
 
     def _close_fd(self, fd: int | None) -> None:
-        """Close fd if this PipeIO still owns it; every close goes through here, once."""
-        if fd is not None and fd in self._owned:
-            self._owned.discard(fd)
-            os.close(fd)
+        """Close fd if this PipeIO still owns it; every close goes through here, once. Relay
+        threads close through here too: set.remove is atomic, so only one caller closes."""
+        if fd is None:
+            return
+        try:
+            self._owned.remove(fd)
+        except KeyError:
+            return
+        os.close(fd)
 
     def close_stdin(self) -> None:
         """CloseIO: drop our writer of the stdin fifo, so the container gets EOF once the
@@ -460,71 +574,63 @@ class PipeIO:
         self._close_fd(self._stdin_writer)
         self._stdin_writer = None
 
-    async def wait(self, timeout: float) -> None:
-        """Wait (bounded) for stdout and stderr to drain after the process exited: the relays
-        end, or the logging binary exits. (stdin ends only with CloseIO, so it is not waited
-        for.)"""
-        waits: list[asyncio.Future[int] | asyncio.Future[Exit]] = list(self._outputs)
+    def wait(self, timeout: float) -> None:
+        """Wait (at most timeout seconds) for stdout and stderr to drain after the process
+        exited: the relays end, or the logging binary exits. (stdin ends only with CloseIO,
+        so it is not waited for.)"""
+        deadline = time.monotonic() + timeout
+        join_until(self._outputs, deadline)
         if self._logger is not None:
-            waits.append(self._logger[1])
-        if waits:
-            await asyncio.wait(waits, timeout=timeout)
-
-    async def aclose(self) -> None:
-        """Stop relaying and close every fd. Relays end before their fds are closed, so no
-        fd number is closed twice or unregistered from the loop after being reused.
-
-        A logging binary is then asked to stop (SIGTERM) and given LOGGER_EXIT_TIMEOUT to exit
-        before it is killed, as Go's binaryIO.Close does."""
-        for task in self._relays:
-            task.cancel()
-        if self._relays:
-            await asyncio.gather(*self._relays, return_exceptions=True)
-        self._relays.clear()
-        self._outputs.clear()
-        self._close_fds()
-        await self._stop_logger()
+            self._logger[1].wait(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
-        """Close every fd still owned; only for when no relay runs (set-up failures, aclose).
-        A logging binary still running is killed: there is no waiting here."""
-        self._close_fds()
-        self._kill_logger()
+        """Stop relaying, close every fd and stop the logging binary; blocks until done.
 
-    def _close_fds(self) -> None:
+        The relays stop first (each wakes from its poll, or sees the flag between two
+        transfers) and their threads are joined, so no fd is closed while a relay still
+        uses it. A logging binary is then asked to stop (SIGTERM) and given
+        LOGGER_EXIT_TIMEOUT to exit before it is killed, as Go's binaryIO.Close does.
+        """
+        if self._wakeup is not None:
+            self._wakeup.set()
+        join_all(self._relays)
+        self._outputs.clear()
         for fd in list(self._owned):
             self._close_fd(fd)
         self._stdin_writer = None
+        if self._wakeup is not None:
+            self._wakeup.close()
+        self._stop_logger()
 
-    async def _stop_logger(self) -> None:
+    def _stop_logger(self) -> None:
         if self._logger is None:
             return
         pid, exited = self._logger
-        if not exited.done():
+        if not self._logger_killed and not exited.done():
             _signal(pid, signal.SIGTERM)
-            await asyncio.wait([exited], timeout=LOGGER_EXIT_TIMEOUT)
+            exited.wait(LOGGER_EXIT_TIMEOUT)
         if not exited.done():
-            log.warning("logging binary (pid %d) did not exit after SIGTERM, killing it", pid)
-            _signal(pid, signal.SIGKILL)
-            await asyncio.wait([exited], timeout=LOGGER_EXIT_TIMEOUT)
+            if not self._logger_killed:
+                log.warning("logging binary (pid %d) did not exit after SIGTERM, killing it", pid)
+            self._kill_logger()
+            exited.wait(LOGGER_EXIT_TIMEOUT)
         self._logger = None
 
     def _kill_logger(self) -> None:
-        # The exit future is resolved when the reaper reaps the pid, on this loop: while it is
-        # pending the pid cannot have been reused.
+        # Until the watch is set the pid is not reaped, so it cannot have been reused.
         if self._logger is not None and not self._logger[1].done():
             _signal(self._logger[0], signal.SIGKILL)
+            self._logger_killed = True
 
 
-async def _read_ready(fd: int) -> bool:
-    """Wait for the logger's readiness byte or EOF on fd; True if a byte came."""
-    os.set_blocking(fd, False)
-    waiter = FdWaiter(fd, writable=False)
-    while True:
-        try:
-            return bool(os.read(fd, 1))
-        except BlockingIOError:
-            await waiter.wait()
+def _read_ready(fd: int, timeout: float) -> bool:
+    """Wait (at most timeout seconds) for the logger's readiness byte or EOF on fd; True if a
+    byte came. TimeoutError if neither did."""
+    p = select.poll()
+    p.register(fd, _POLLIN)
+    if not p.poll(max(0.0, timeout) * 1000):
+        raise TimeoutError
+    return bool(os.read(fd, 1))
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -140,17 +140,10 @@ def run(*, namespace: str, id: str, address: str, publish_binary: str, bundle: s
         import prctl
 
         prctl.set_proctitle(shim_title(runtime, namespace, id, address, debug))
-    without_ssl()
     from pyrunc.shim import daemon
 
     return daemon.run(namespace=namespace, id=id, address=address, debug=debug,
                       socket_path=socket, runtime=runtime)
-
-
-def without_ssl() -> None:
-    """asyncio imports ssl, which maps OpenSSL and costs a shim about 4 MiB; a shim never speaks
-    TLS (unix sockets only), so tell asyncio there is no ssl. For shim processes only."""
-    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
 
 
 def main() -> None:

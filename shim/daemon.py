@@ -1,19 +1,24 @@
-"""The long-running shim: one asyncio loop serving the Task service for its containers.
+"""The long-running shim: threads serving the Task service for its containers.
 
 It is started by `start` with the listening socket as fd 3 and the bundle as its working
 directory. It becomes the subreaper of everything its containers leave behind, logs into the
 bundle's `log` fifo, publishes events to containerd, and exits when Shutdown finds it serving no
 container any more (or on SIGTERM), removing its socket.
+
+Threads, as the Go shim has goroutines: the main thread takes every signal (SIGCHLD, SIGTERM,
+SIGINT are blocked in all threads and taken here with sigwait) and is the one reaper; the ttrpc
+server has an accept thread, a reader thread per connection and a thread per call; each process
+has a thread waiting for its exit, each stream a relay thread; the publisher has its own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import signal
 import socket
+import threading
 
 from pyrunc.shim import log as shimlog
 from pyrunc.shim.cli import RUNTIME_NAME
@@ -43,43 +48,60 @@ def run(*, namespace: str, id: str, address: str, debug: bool, socket_path: str 
     ttrpc_address = os.environ.get("TTRPC_ADDRESS") or (
         f"{address}.ttrpc" if address else DEFAULT_TTRPC_ADDRESS
     )
+    # Before any thread exists, so that every thread inherits the mask: these signals are
+    # only ever taken by sigwait in this thread. (Children get an empty mask: shim/spawn.py.)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
-        asyncio.run(_serve(listener, namespace, ttrpc_address))
+        _serve(listener, namespace, ttrpc_address)
     except Exception:
         log.exception("shim failed")
         return 1
     return 0
 
 
-async def _serve(listener: socket.socket, namespace: str, ttrpc_address: str) -> None:
-    loop = asyncio.get_running_loop()
-    reaper = Reaper(loop)
+_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1}
+_SHUTDOWN_TIMEOUT = 2.0  # a pending Wait must not hold the shim up
+_PUBLISH_TIMEOUT = 5.0
+
+
+def _serve(listener: socket.socket, namespace: str, ttrpc_address: str) -> None:
+    reaper = Reaper()
     reaper.install()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    main = threading.get_ident()
+
+    def stop() -> None:  # from any thread: Shutdown of an empty shim
+        signal.pthread_kill(main, signal.SIGTERM)
+
     publisher = Publisher(ttrpc_address, namespace)
     publisher.start()
-    service = TaskService(namespace, publisher, reaper, stop.set)
+    service = TaskService(namespace, publisher, reaper, stop)
     server = Server()
     methods = service.methods()  # one table, served under every name
     for name in TASK_SERVICES:
         server.register(name, methods)
     socket_file = listener.getsockname()
-    serving = loop.create_task(server.serve(listener))
+    server.start(listener)
     log.info("serving on %s (pid %d)", socket_file, os.getpid())
-    await stop.wait()
-    log.info("shutting down")
-    with contextlib.suppress(OSError):
-        if isinstance(socket_file, str) and socket_file:
-            os.unlink(socket_file)
-    try:
-        async with asyncio.timeout(2.0):  # a pending Wait must not hold the shim up
-            await server.shutdown()
-    except TimeoutError:
-        server.close()
-    serving.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await serving
-    await publisher.close(timeout=5.0)
-    reaper.uninstall()
+    done = threading.Event()
+
+    def shut_down() -> None:
+        # In a thread of its own: calls still being answered may need the reaper meanwhile.
+        log.info("shutting down")
+        with contextlib.suppress(OSError):
+            if isinstance(socket_file, str) and socket_file:
+                os.unlink(socket_file)
+        if not server.shutdown(timeout=_SHUTDOWN_TIMEOUT):
+            server.close()
+        publisher.close(timeout=_PUBLISH_TIMEOUT)
+        done.set()
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    reaper.reap()  # anything that exited before the signal was blocked
+    shutting_down = False
+    while not done.is_set():
+        sig = signal.sigwait(_SIGNALS)
+        if sig == signal.SIGCHLD:
+            reaper.reap()
+        elif sig != signal.SIGUSR1 and not shutting_down:  # SIGUSR1 only wakes us when done
+            shutting_down = True
+            threading.Thread(target=shut_down, name="shutdown", daemon=True).start()

@@ -21,7 +21,7 @@ import time
 from pyrunc.oci import bundle as bundles
 
 # These two actions run for every container, so they import as little as they can: no logging,
-# typing, dataclasses, asyncio or protobuf; socket and hashlib only where needed.
+# typing, dataclasses, threading or protobuf; socket and hashlib only where needed.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import _socket

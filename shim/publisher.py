@@ -9,9 +9,9 @@ publisher's 5 s limit.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
+import threading
 import time
 
 from google.protobuf import empty_pb2
@@ -58,78 +58,87 @@ def envelope(
 
 
 class Publisher:
+    """Forwards queued events to containerd from a thread of its own, in order."""
+
     def __init__(self, address: str, namespace: str) -> None:
         self.address = address.removeprefix("unix://")
         self.namespace = namespace
         self._queue: collections.deque[forward_pb2.Envelope] = collections.deque()
-        self._wakeup = asyncio.Event()
+        self._ready = threading.Condition()  # an event queued, or closing
         self._client: Client | None = None
         self._closing = False
-        self._task: asyncio.Task[None] | None = None
+        self._gone = threading.Event()  # set to cut a retry pause short when closing
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+        self._thread.start()
 
     def publish(self, event: Message) -> None:
         """Queue an event; never blocks, never fails."""
-        self._queue.append(envelope(self.namespace, event))
-        self._wakeup.set()
+        env = envelope(self.namespace, event)
+        with self._ready:
+            self._queue.append(env)
+            self._ready.notify()
 
     @property
     def pending(self) -> int:
         return len(self._queue)
 
-    async def _run(self) -> None:
+    def _run(self) -> None:
         backoff = 0.0
         while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            env = self._queue[0]
+            with self._ready:
+                while not self._queue:
+                    if self._closing:
+                        return
+                    self._ready.wait()
+                env = self._queue[0]
             try:
-                await self._forward(env)
+                self._forward(env)
             except (TimeoutError, OSError, ConnectionError, TTRPCError) as e:
                 backoff = min(MAX_BACKOFF, backoff * 2 or 0.1)
                 log.warning("forward %s (retry in %.1fs): %s", env.topic, backoff, describe(e))
-                await self._drop_client()
-                await asyncio.sleep(backoff)
+                self._drop_client()
+                if self._gone.wait(backoff):
+                    return
                 continue
             backoff = 0.0
-            self._queue.popleft()
+            with self._ready:
+                self._queue.popleft()
 
-    async def _forward(self, env: forward_pb2.Envelope) -> None:
+    def _forward(self, env: forward_pb2.Envelope) -> None:
         request = forward_pb2.ForwardRequest(envelope=env)
         for attempt in range(2):  # a closed connection is redialled once at once
             if self._client is None:
-                self._client = await Client.connect(self.address, timeout=DIAL_TIMEOUT)
+                self._client = Client.connect(self.address, timeout=DIAL_TIMEOUT)
             try:
-                await self._client.call(
+                self._client.call(
                     EVENTS_SERVICE, "Forward", request, empty_pb2.Empty,
                     timeout=CALL_TIMEOUT,
                     metadata={"containerd-namespace-ttrpc": self.namespace},
                 )
                 return
             except ConnectionError:
-                await self._drop_client()
+                self._drop_client()
                 if attempt:
                     raise
 
-    async def _drop_client(self) -> None:
+    def _drop_client(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
             client.close()
-            await client.wait_closed()
 
-    async def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued (for at most timeout seconds), then stop."""
-        self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, timeout)
-            except TimeoutError:
+        with self._ready:
+            self._closing = True
+            self._ready.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                # A daemon thread: it ends with the process, or at its next retry pause.
                 log.warning("shutting down with %d undelivered events", len(self._queue))
-        await self._drop_client()
+                self._gone.set()
+                return
+        self._drop_client()

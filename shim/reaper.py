@@ -1,80 +1,78 @@
 """The one owner of waitpid(-1) in a shim process.
 
 The shim is a child subreaper: containers' processes are re-parented to it when runc exits, and
-runc invocations are its own children. Exactly one loop reaps them all (on SIGCHLD) and hands each
-exit to whoever waits for that pid. Children are started with posix_spawn and registered before
-the loop can run again, so no exit is ever missed; an exit nobody waits for yet (a container
-process that dies before its pid is read from runc's pid file) is kept until it is claimed.
+runc invocations are its own children. One thread reaps them all: the shim's main thread waits for
+SIGCHLD (blocked in every thread, taken with sigwait) and calls reap(), which hands each exit to
+the ExitWatch of its pid; whoever waits for that pid blocks on the watch in a thread of its own.
+Children are started through spawn(), which registers the watch under the reaper's lock before a
+reap can look for it, so no exit is ever missed; an exit nobody waits for yet (a container process
+that dies before its pid is read from runc's pid file) is kept until it is claimed.
 """
 
 from __future__ import annotations
 
 import collections
 import os
-import signal
+import threading
 import time
-from collections.abc import Mapping, Sequence
 
-from pyrunc.oci.monitor import Exit
+from pyrunc.oci.monitor import Exit, ExitWatch
 from pyrunc.shim.spawn import exit_status, spawn
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import asyncio
-
-
+    from collections.abc import Mapping, Sequence
 
 # Exits reaped before anyone asked for them; bounded, oldest dropped first.
 UNCLAIMED_LIMIT = 1024
 
 
 class Reaper:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._waiters: dict[int, list[asyncio.Future[Exit]]] = {}
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[int, list[ExitWatch]] = {}
         self._unclaimed: collections.OrderedDict[int, Exit] = collections.OrderedDict()
 
     def install(self, *, subreaper: bool = True) -> None:
-        """Become a child subreaper (when asked) and reap on every SIGCHLD."""
+        """Become a child subreaper (when asked). The caller then calls reap() on every
+        SIGCHLD, from one thread, and once now for anything that exited before."""
         if subreaper:
             import prctl
 
             prctl.set_child_subreaper(1)
-        self.loop.add_signal_handler(signal.SIGCHLD, self.reap)
-        self.reap()  # anything that exited before the handler was in place
-
-    def uninstall(self) -> None:
-        self.loop.remove_signal_handler(signal.SIGCHLD)
 
     def reap(self) -> None:
+        """Collect every child that has exited and deliver its exit."""
         while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            self._deliver(Exit(pid, exit_status(status), time.time_ns()))
+            with self._lock:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    return
+                if pid == 0:
+                    return
+                exit = Exit(pid, exit_status(status), time.time_ns())
+                watches = self._waiters.pop(pid, None)
+                if not watches:
+                    self._unclaimed[pid] = exit
+                    while len(self._unclaimed) > UNCLAIMED_LIMIT:
+                        self._unclaimed.popitem(last=False)
+                    continue
+            for watch in watches:  # outside the lock: a woken waiter may spawn at once
+                watch.set(exit)
 
-    def _deliver(self, exit: Exit) -> None:
-        waiters = self._waiters.pop(exit.pid, None)
-        if not waiters:
-            self._unclaimed[exit.pid] = exit
-            while len(self._unclaimed) > UNCLAIMED_LIMIT:
-                self._unclaimed.popitem(last=False)
-            return
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(exit)
+    def watch(self, pid: int, since_ns: int = 0) -> ExitWatch:
+        with self._lock:
+            return self._watch(pid, since_ns)
 
-    def watch(self, pid: int, since_ns: int = 0) -> asyncio.Future[Exit]:
-        fut: asyncio.Future[Exit] = self.loop.create_future()
+    def _watch(self, pid: int, since_ns: int) -> ExitWatch:
+        watch = ExitWatch(pid)
         early = self._unclaimed.pop(pid, None)
         if early is not None and early.timestamp_ns >= since_ns:
-            fut.set_result(early)
+            watch.set(early)
         else:
-            self._waiters.setdefault(pid, []).append(fut)
-        return fut
+            self._waiters.setdefault(pid, []).append(watch)
+        return watch
 
     def spawn(
         self,
@@ -86,8 +84,9 @@ class Reaper:
         env: Mapping[str, str] | None = None,
         extra_fds: Sequence[int] = (),
         setsid: bool = False,
-    ) -> tuple[int, asyncio.Future[Exit]]:
-        pid = spawn(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env,
-                    extra_fds=extra_fds, setsid=setsid)
-        # Registered before control returns to the loop: the SIGCHLD handler cannot run first.
-        return pid, self.watch(pid)
+    ) -> tuple[int, ExitWatch]:
+        # Under the lock: the child cannot be reaped before its watch is registered.
+        with self._lock:
+            pid = spawn(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env,
+                        extra_fds=extra_fds, setsid=setsid)
+            return pid, self._watch(pid, 0)

@@ -2,8 +2,8 @@
 
 CPython 3.11 writes into a function's code object the first times the function runs (a warm-up
 counter, then the specialised bytecode). In a forked shim each such write copies a 4 KiB page the
-shim would otherwise share with the warm parent. Running the paths every shim runs (an asyncio
-loop, the ttrpc server and client with every Task request type, a child through the reaper, a
+shim would otherwise share with the warm parent. Running the paths every shim runs (the
+ttrpc server and client with every Task request type, a child through the reaper, a
 failing runc call, a log line) a few times in the parent leaves that code already specialised,
 so the shims mostly read it. (What a shim still writes, it writes mostly to reference counts.)
 
@@ -13,12 +13,12 @@ private directory, both removed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import shutil
 import socket
+import threading
 
 from google.protobuf import empty_pb2
 
@@ -35,42 +35,53 @@ ROUNDS = 10  # the warm-up counter runs out after 8 calls
 
 
 def rehearse(directory: str, rounds: int = ROUNDS) -> None:
-    """Run the rehearsal `rounds` times in `directory` (private to the caller, kept)."""
+    """Run the rehearsal `rounds` times in `directory` (private to the caller, kept).
+
+    Every thread it starts has ended when it returns: the caller forks next."""
     work = os.path.join(directory, f"rehearsal-{os.getpid()}")
     os.mkdir(work, 0o700)
     try:
         for _ in range(rounds):
-            asyncio.run(_round(work))
+            _round(work)
             _log_line()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-async def _echo(request: object, context: CallContext) -> object:
+def _echo(request: object, context: CallContext) -> object:
     return request
 
 
-async def _round(work: str) -> None:
-    loop = asyncio.get_running_loop()
-    reaper = Reaper(loop)
+def _round(work: str) -> None:
+    reaper = Reaper()
     reaper.install(subreaper=False)
+    stop = threading.Event()
+
+    def reaping() -> None:  # a shim reaps on SIGCHLD; the parent must not block that signal
+        while not stop.wait(0.002):
+            reaper.reap()
+
+    thread = threading.Thread(target=reaping, name="rehearsal-reaper")
+    thread.start()
     try:
         _, exited = reaper.spawn(["true"])
-        await exited
+        exited.result()
         runc = Runc(monitor=reaper, root=os.path.join(work, "runc"),
                     log=os.path.join(work, "log.json"))
         with contextlib.suppress(RuncError, OSError):
-            await runc.state("rehearsal")
-        await _ttrpc(work)
+            runc.state("rehearsal")
+        _ttrpc(work)
     finally:
-        reaper.uninstall()
+        stop.set()
+        thread.join()
+        reaper.reap()
 
 
-async def _forwarded(request: object, context: CallContext) -> empty_pb2.Empty:
+def _forwarded(request: object, context: CallContext) -> empty_pb2.Empty:
     return empty_pb2.Empty()
 
 
-async def _ttrpc(work: str) -> None:
+def _ttrpc(work: str) -> None:
     """Every Task request through our server and client, and events through the publisher."""
     service = shim_pb2.DESCRIPTOR.services_by_name["Task"]
     types = {m.name: getattr(shim_pb2, m.input_type.name) for m in service.methods}
@@ -81,29 +92,30 @@ async def _ttrpc(work: str) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(1)
-    serving = asyncio.get_running_loop().create_task(server.serve(listener))
+    accepting = server.start(listener)
     try:
-        client = await Client.connect(path)
+        client = Client.connect(path)
         try:
             for name, request_type in types.items():
-                await client.call(TASK_SERVICES[0], name, request_type(id="rehearsal"),
-                                  request_type, timeout=5.0,
-                                  metadata={NAMESPACE_KEY: "rehearsal"})
+                client.call(TASK_SERVICES[0], name, request_type(id="rehearsal"),
+                            request_type, timeout=5.0, metadata={NAMESPACE_KEY: "rehearsal"})
         finally:
             client.close()
-            await client.wait_closed()
         publisher = Publisher(path, "rehearsal")
         publisher.start()
         publisher.publish(events_pb2.TaskCreate(container_id="rehearsal", pid=1))
         publisher.publish(events_pb2.TaskExit(container_id="rehearsal", pid=1, exit_status=1))
-        await publisher.close(timeout=5.0)
-        async with asyncio.timeout(5.0):
-            await server.shutdown()
+        publisher.close(timeout=5.0)
+        if not server.shutdown(timeout=5.0):
+            server.close()
     finally:
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
+        server.close()
+        accepting.join()
         os.unlink(path)
+    # The calls' own threads end right after their replies; the warm parent forks next.
+    for other in threading.enumerate():
+        if other is not threading.current_thread() and other.name != "rehearsal-reaper":
+            other.join(5.0)
 
 
 def _log_line() -> None:

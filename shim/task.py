@@ -16,11 +16,10 @@ container id. Event order, as containerd's runtime README requires it and beyond
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
-import tomllib
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -131,6 +130,8 @@ def _config_file_options(value: bytes) -> RuntimeOptions:
             raise status.invalid_argument(f"runtime config: {describe(e, 'open')}") from e
     if not body:
         return RuntimeOptions()
+    import tomllib  # here: few containers come with a runtime config file
+
     try:
         config = tomllib.loads(body.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -177,9 +178,9 @@ def _logged(rpc: str, handler: Any) -> Any:
     """The handler, with every error it answers also written to the shim's log (which
     containerd copies into its own), in the same words containerd receives."""
 
-    async def call(request: Any, ctx: CallContext) -> Message:
+    def call(request: Any, ctx: CallContext) -> Message:
         try:
-            response: Message = await handler(request, ctx)
+            response: Message = handler(request, ctx)
             return response
         except status.TTRPCError as e:
             level = logging.INFO if e.code == status.Code.NOT_FOUND else logging.WARNING
@@ -205,8 +206,7 @@ class TaskService:
         self.default_options = default_options or RuntimeOptions()
         self.containers: dict[str, Container] = {}
         self.cgroups: dict[str, Cgroup] = {}
-        self._watchers: set[asyncio.Task[None]] = set()
-        self._oom: OOMWatcher | None = None
+        self._oom = OOMWatcher()  # its thread starts with the first watch
 
     def methods(self) -> dict[str, Method]:
         """Every RPC of the Task service, with its request type from the service descriptor."""
@@ -255,10 +255,9 @@ class TaskService:
         except OSError as e:
             raise status.unknown(f"{who}: {describe(e)}") from e
 
-    def _watch(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._watchers.add(task)
-        task.add_done_callback(self._watchers.discard)
+    def _watch(self, name: str, target: Callable[..., None], *args: Any) -> None:
+        """Run target(*args) in a thread of its own: it waits for a process's exit."""
+        threading.Thread(target=target, args=args, name=name, daemon=True).start()
 
     def _publish_exit(self, container: Container, process: Process, pid: int, status_: int
                       ) -> None:
@@ -271,7 +270,7 @@ class TaskService:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    async def Create(self, req: Any, ctx: CallContext) -> Message:
+    def Create(self, req: Any, ctx: CallContext) -> Message:
         with self._errors(req.id):
             bundles.validate_id("container", req.id)
         if req.id in self.containers:
@@ -290,27 +289,28 @@ class TaskService:
         )
         with self._errors(req.id):
             container = Container(config, self.monitor)
-        self.containers[req.id] = container  # reserved: a concurrent Create of it is refused
+        # Reserved in one atomic step: a concurrent Create of the same id is refused.
+        if self.containers.setdefault(req.id, container) is not container:
+            raise status.already_exists(f"container {req.id}: already exists in this shim")
         try:
-            with self._errors(req.id):
-                async with container.init.lifecycle:
-                    await container.create()
-                    event = events_pb2.TaskCreate(
-                        container_id=req.id, bundle=req.bundle, checkpoint=req.checkpoint,
-                        pid=container.pid,
-                        io=events_pb2.TaskIO(
-                            stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,
-                            terminal=req.terminal,
-                        ),
-                    )
-                    event.rootfs.extend(req.rootfs)
-                    self.publisher.publish(event)
+            with self._errors(req.id), container.init.lifecycle:
+                container.create()
+                event = events_pb2.TaskCreate(
+                    container_id=req.id, bundle=req.bundle, checkpoint=req.checkpoint,
+                    pid=container.pid,
+                    io=events_pb2.TaskIO(
+                        stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,
+                        terminal=req.terminal,
+                    ),
+                )
+                event.rootfs.extend(req.rootfs)
+                self.publisher.publish(event)
         except BaseException:
             del self.containers[req.id]
             raise
         if container.init_exit is not None:
             self._watch_cgroup(container)
-            self._watch(self._handle_init_exit(container))
+            self._watch(f"exit-{container.id}", self._handle_init_exit, container)
         log.info("container %s: created, pid %d", req.id, container.pid)
         return shim_pb2.CreateTaskResponse(pid=container.pid)
 
@@ -324,8 +324,6 @@ class TaskService:
                         describe(e))
             return
         self.cgroups[container.id] = cgroup
-        if self._oom is None:
-            self._oom = OOMWatcher()
         try:
             self._oom.add(container.id, cgroup, self._on_oom)
         except (CgroupError, OSError) as e:
@@ -336,17 +334,17 @@ class TaskService:
         log.info("container %s: OOM kill", container_id)
         self.publisher.publish(events_pb2.TaskOOM(container_id=container_id))
 
-    async def _handle_init_exit(self, container: Container) -> None:
+    def _handle_init_exit(self, container: Container) -> None:
         exit_future = container.init_exit
         assert exit_future is not None
-        exit = await exit_future
-        container.init_exited = True  # from now on, no exec may start
+        exit = exit_future.result()
+        container.init_gone()  # from now on, no exec may start
         init = container.init
-        async with init.lifecycle:
-            await container.kill_remaining()
-            await container.wait_execs_finished()  # their TaskExits go first
+        with init.lifecycle:
+            container.kill_remaining()
+            container.wait_execs_finished()  # their TaskExits go first
             deleted = init.state is State.DELETED
-            if self._oom is not None and container.id in self._oom:
+            if container.id in self._oom:
                 self._oom.check_now(container.id)  # TaskOOM goes out before the TaskExit
                 self._oom.remove(container.id)
             init.set_exited(exit.status, exit.timestamp_ns)
@@ -354,11 +352,11 @@ class TaskService:
                 self._publish_exit(container, init, exit.pid, exit.status)
         log.info("container %s: init %d exited with %d", container.id, exit.pid, exit.status)
 
-    async def _handle_exec_exit(self, container: Container, process: ExecProcess) -> None:
+    def _handle_exec_exit(self, container: Container, process: ExecProcess) -> None:
         try:
-            exit = await container.exit_of(process)
-            async with process.lifecycle:
-                if self._oom is not None and container.id in self._oom:
+            exit = container.exit_of(process).result()
+            with process.lifecycle:
+                if container.id in self._oom:
                     self._oom.check_now(container.id)  # an OOM kill of the exec: TaskOOM first
                 process.set_exited(exit.status, exit.timestamp_ns)
                 self._publish_exit(container, process, exit.pid, exit.status)
@@ -367,35 +365,33 @@ class TaskService:
         log.info("container %s: exec %s (%d) exited with %d", container.id, process.exec_id,
                  exit.pid, exit.status)
 
-    async def Start(self, req: Any, ctx: CallContext) -> Message:
+    def Start(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
         if req.exec_id:
-            return await self._start_exec(container, self._exec(container, req.exec_id))
-        with self._errors(req.id):
-            async with container.init.lifecycle:
-                pid = await container.start()
-                self.publisher.publish(events_pb2.TaskStart(container_id=req.id, pid=pid))
+            return self._start_exec(container, self._exec(container, req.exec_id))
+        with self._errors(req.id), container.init.lifecycle:
+            pid = container.start()
+            self.publisher.publish(events_pb2.TaskStart(container_id=req.id, pid=pid))
         if container.config.checkpoint and container.init_exit is not None:
             self._watch_cgroup(container)  # restored: watched from now
-            self._watch(self._handle_init_exit(container))
+            self._watch(f"exit-{container.id}", self._handle_init_exit, container)
         return shim_pb2.StartResponse(pid=pid)
 
-    async def _start_exec(self, container: Container, process: ExecProcess) -> Message:
+    def _start_exec(self, container: Container, process: ExecProcess) -> Message:
         with self._errors(container.id, process.exec_id):
             container.reserve_exec_start(process)
         try:
-            with self._errors(container.id, process.exec_id):
-                async with process.lifecycle:
-                    pid = await container.start_exec(process)
-                    self.publisher.publish(events_pb2.TaskExecStarted(
-                        container_id=container.id, exec_id=process.exec_id, pid=pid))
+            with self._errors(container.id, process.exec_id), process.lifecycle:
+                pid = container.start_exec(process)
+                self.publisher.publish(events_pb2.TaskExecStarted(
+                    container_id=container.id, exec_id=process.exec_id, pid=pid))
         except BaseException:
             container.exec_finished()
             raise
-        self._watch(self._handle_exec_exit(container, process))
+        self._watch(f"exit-{process.exec_id}", self._handle_exec_exit, container, process)
         return shim_pb2.StartResponse(pid=pid)
 
-    async def Exec(self, req: Any, ctx: CallContext) -> Message:
+    def Exec(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
         with self._errors(req.id, req.exec_id):
             container.add_exec(req.exec_id, req.spec.value,
@@ -404,21 +400,20 @@ class TaskService:
             events_pb2.TaskExecAdded(container_id=req.id, exec_id=req.exec_id))
         return empty_pb2.Empty()
 
-    async def Delete(self, req: Any, ctx: CallContext) -> Message:
+    def Delete(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
         process = self._process(container, req.exec_id)
         with self._errors(req.id, req.exec_id):
             if isinstance(process, ExecProcess):
-                await container.delete_exec(process)
+                container.delete_exec(process)
             else:
-                await container.delete()
+                container.delete()
         response = shim_pb2.DeleteResponse(pid=process.pid, exit_status=process.exit_status)
         _set_ts(response.exited_at, process.exited_at_ns)
         if not req.exec_id:
             del self.containers[req.id]
             self.cgroups.pop(req.id, None)
-            if self._oom is not None:
-                self._oom.remove(req.id)
+            self._oom.remove(req.id)
             event = events_pb2.TaskDelete(
                 container_id=req.id, pid=process.pid, exit_status=process.exit_status,
             )
@@ -427,25 +422,25 @@ class TaskService:
             log.info("container %s: deleted", req.id)
         return response
 
-    async def Kill(self, req: Any, ctx: CallContext) -> Message:
+    def Kill(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
         process = self._process(container, req.exec_id)
         with self._errors(req.id, req.exec_id):
             if isinstance(process, ExecProcess):
                 container.kill_exec(process, req.signal)
             else:
-                await container.kill(req.signal, req.all)
+                container.kill(req.signal, req.all)
         return empty_pb2.Empty()
 
-    async def Wait(self, req: Any, ctx: CallContext) -> Message:
+    def Wait(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
         process = self._process(container, req.exec_id)
-        await process.wait()
+        process.wait()
         response = shim_pb2.WaitResponse(exit_status=process.exit_status)
         _set_ts(response.exited_at, process.exited_at_ns)
         return response
 
-    async def State(self, req: Any, ctx: CallContext) -> Message:
+    def State(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
         process = self._process(container, req.exec_id)
         response = shim_pb2.StateResponse(
@@ -458,10 +453,10 @@ class TaskService:
         _set_ts(response.exited_at, process.exited_at_ns)
         return response
 
-    async def Pids(self, req: Any, ctx: CallContext) -> Message:
+    def Pids(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
         with self._errors(req.id):
-            pids = await container.pids()
+            pids = container.pids()
         exec_ids = {p.pid: p.exec_id for p in container.execs.values() if p.pid}
         processes = []
         for pid in pids:
@@ -473,7 +468,7 @@ class TaskService:
             processes.append(info)
         return shim_pb2.PidsResponse(processes=processes)
 
-    async def CloseIO(self, req: Any, ctx: CallContext) -> Message:
+    def CloseIO(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
         process = self._process(container, req.exec_id)
         if req.stdin:
@@ -481,56 +476,56 @@ class TaskService:
                 container.close_stdin(process)
         return empty_pb2.Empty()
 
-    async def Pause(self, req: Any, ctx: CallContext) -> Message:
+    def Pause(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
         with self._errors(req.id):
-            await container.pause()
+            container.pause()
         self.publisher.publish(events_pb2.TaskPaused(container_id=req.id))
         return empty_pb2.Empty()
 
-    async def Resume(self, req: Any, ctx: CallContext) -> Message:
+    def Resume(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
         with self._errors(req.id):
-            await container.resume()
+            container.resume()
         self.publisher.publish(events_pb2.TaskResumed(container_id=req.id))
         return empty_pb2.Empty()
 
-    async def Update(self, req: Any, ctx: CallContext) -> Message:
+    def Update(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
         with self._errors(req.id):
-            await container.update(req.resources.value, dict(req.annotations))
+            container.update(req.resources.value, dict(req.annotations))
         return empty_pb2.Empty()
 
-    async def Checkpoint(self, req: Any, ctx: CallContext) -> Message:
+    def Checkpoint(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
         opts = checkpoint_options(req.path, req.options, container.config.options)
         with self._errors(req.id):
-            await container.checkpoint(opts)
+            container.checkpoint(opts)
         self.publisher.publish(
             events_pb2.TaskCheckpointed(container_id=req.id, checkpoint=opts.image_path))
         return empty_pb2.Empty()
 
-    async def Connect(self, req: Any, ctx: CallContext) -> Message:
+    def Connect(self, req: Any, ctx: CallContext) -> Message:
         container = self.containers.get(req.id)
         return shim_pb2.ConnectResponse(
             shim_pid=os.getpid(), task_pid=container.pid if container else 0
         )
 
-    async def Shutdown(self, req: Any, ctx: CallContext) -> Message:
+    def Shutdown(self, req: Any, ctx: CallContext) -> Message:
         if not self.containers:
             # After the reply is on its way: containerd tolerates either order, but a reply
             # is kinder to its logs.
-            asyncio.get_running_loop().call_soon(self.on_shutdown)
+            self.on_shutdown()  # the server still answers this call before it stops
         return empty_pb2.Empty()
 
-    async def ResizePty(self, req: Any, ctx: CallContext) -> Message:
+    def ResizePty(self, req: Any, ctx: CallContext) -> Message:
         container = self._container(req.id)
         process = self._process(container, req.exec_id)
         with self._errors(req.id, req.exec_id):
             container.resize_pty(process, req.width, req.height)
         return empty_pb2.Empty()
 
-    async def Stats(self, req: Any, ctx: CallContext) -> Message:
+    def Stats(self, req: Any, ctx: CallContext) -> Message:
         self._container(req.id)
         cgroup = self.cgroups.get(req.id)
         if cgroup is None:

@@ -1,7 +1,7 @@
 """The warm parent: one per node, it forks the long-running shims, already warmed up.
 
-A new Python shim would spend most of its start-up importing asyncio, protobuf and its own
-modules, and each would hold its own copy of all that. The warm parent imports everything once,
+A new Python shim would spend most of its start-up importing protobuf and its own modules,
+and each would hold its own copy of all that. The warm parent imports everything once,
 freezes the garbage collector's view of those objects, and forks one child per `start`: the child
 is a shim exactly like one started from scratch (one process per container or pod, in a session
 of its own, with the bundle as working directory and containerd's environment), but it is ready
@@ -185,10 +185,7 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
     except OSError:
         return 0  # another warm parent of this code is already serving
 
-    # Everything a shim imports, imported once here (and not ssl: see without_ssl).
-    from pyrunc.shim.cli import without_ssl
-
-    without_ssl()
+    # Everything a shim imports, imported once here.
     import prctl
 
     import pyrunc.shim.daemon  # noqa: F401

@@ -1,10 +1,11 @@
-"""ttrpc, the protocol containerd speaks to its shims: pure framing and codec, thin asyncio I/O.
+"""ttrpc, the protocol containerd speaks to its shims: pure framing and codec, thin threaded I/O.
 
 frame.py     bytes <-> frames (no protobuf, no I/O)
 protocol.py  frames <-> Request/Response envelopes and the per-connection rules (no I/O)
 status.py    gRPC codes and TTRPCError, with containerd-style error messages
-server.py    asyncio server: accept, peer-credential check, one task per call
-client.py    asyncio client: concurrent unary calls on one connection
+server.py    blocking sockets and threads: accept, peer-credential check, a reader thread per
+             connection, a thread per call (Go's goroutine per request)
+client.py    blocking client: concurrent unary calls from many threads on one connection
 """
 
 from .client import Client, ClientClosedError

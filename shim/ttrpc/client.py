@@ -1,58 +1,112 @@
-"""ttrpc client: the asyncio layer over ClientProtocol, for calls from the shim to containerd.
+"""ttrpc client: blocking calls over ClientProtocol, for calls from the shim to containerd.
 
 The shim's only outgoing calls are events Forward (protocol-facts §3.1), but the client is general:
-many calls may be in flight on one connection, each waiting for the Response on its stream id.
-ttrpc has no cancel message, so a call that times out or is cancelled just forgets its stream;
-a Response that arrives later is dropped, as Go's client does.
+any number of threads may call at once on one connection, each waiting for the Response on its
+stream id, which one reader thread ("ttrpc-client") routes to it. ttrpc has no cancel message, so
+a call that times out just forgets its stream; a Response that arrives later is dropped, as Go's
+client does.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import TypeVar
+import select
+import socket
+import struct
+import threading
+import time
 
 from google.protobuf.message import DecodeError, Message  # type: ignore[import-untyped, unused-ignore]
 
-from .protocol import ClientProtocol, ResponseReceived
+from .protocol import ClientProtocol
 from .status import Code, TTRPCError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from types import TracebackType
+    from typing import TypeVar
+
+    from .protocol import ResponseReceived
+
+    RespT = TypeVar("RespT", bound=Message)
 
 log = logging.getLogger("pyrunc.ttrpc")
 
-RespT = TypeVar("RespT", bound=Message)
-
 _READ_SIZE = 256 * 1024
+# Most reads are one small frame; a 256 KiB buffer costs a fresh mmap()/munmap() from
+# malloc each time (7 us against 0.5). Large reads only while a read fills its buffer.
+_READ_SMALL = 64 * 1024
+_TIMEVAL = struct.Struct("@ll")  # struct timeval: tv_sec, tv_usec
 
 
 class ClientClosedError(ConnectionError):
     """The connection is closed or broke; calls in flight and later calls fail with this."""
 
 
-class Client:
-    """One ttrpc connection. Create it with `await Client.connect(path)`."""
+class _Waiter:
+    """One call's rendezvous with the reader: a lock held until the outcome is in."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    __slots__ = ("error", "lock", "response")
+
+    def __init__(self) -> None:
+        # A plain lock is the cheapest one-shot signal: acquired now, released by the reader.
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.response: ResponseReceived | None = None
+        self.error: ClientClosedError | None = None
+
+
+class Client:
+    """One ttrpc connection. Create it with `Client.connect(path)`; thread-safe."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        """Take over a connected unix socket."""
+        sock.settimeout(None)  # blocking: the reader waits in recv(), writers in sendall()
+        self._sock = sock
         self._protocol = ClientProtocol()
-        self._writer = writer
-        self._pending: dict[int, asyncio.Future[ResponseReceived]] = {}
+        # `_write` makes the choice of a stream id and the sending of its frame one step (ids
+        # must reach the server in increasing order); `_lock` guards `_pending` and the state.
+        # Order: `_write`, then `_lock`.
+        self._write = threading.Lock()
+        self._lock = threading.Lock()
+        self._pending: dict[int, _Waiter] = {}
         self._closed_reason: str | None = None
-        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop(reader))
+        self._reader = threading.Thread(target=self._read_loop, name="ttrpc-client", daemon=True)
+        self._reader.start()
 
     @classmethod
-    async def connect(cls, path: str, timeout: float = 5.0) -> Client:
-        """Dial a unix socket; containerd's addresses may carry a `unix://` prefix."""
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_unix_connection(path.removeprefix("unix://"))
-        return cls(reader, writer)
+    def connect(cls, address: str, timeout: float | None = None) -> Client:
+        """Dial a unix socket; containerd's addresses may carry a `unix://` prefix.
+
+        `timeout` bounds the connect (a full backlog makes it wait); None waits as long as it
+        takes. Raises OSError (TimeoutError when the time ran out).
+        """
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            if timeout is not None:
+                # A unix connect() waits for room in the backlog only if blocking (a timeout
+                # on the socket makes it fail at once with EAGAIN), and then at most SO_SNDTIMEO.
+                # 0 would mean no limit, hence at least a microsecond.
+                seconds, micros = divmod(max(1, round(timeout * 1e6)), 1_000_000)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                                _TIMEVAL.pack(seconds, micros))
+            try:
+                sock.connect(address.removeprefix("unix://"))
+            except BlockingIOError as exc:
+                raise TimeoutError(f"ttrpc: connect {address}: timed out") from exc
+            if timeout is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _TIMEVAL.pack(0, 0))
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
 
     @property
     def closed(self) -> bool:
         return self._closed_reason is not None
 
-    async def call(
+    def call(
         self,
         service: str,
         method: str,
@@ -64,28 +118,42 @@ class Client:
     ) -> RespT:
         """One unary call. Raises TTRPCError for a non-OK status, ClientClosedError when the
         connection is gone, and TimeoutError when `timeout` (seconds) runs out."""
-        if self._closed_reason is not None:
-            raise ClientClosedError(self._closed_reason)
+        deadline = None if timeout is None else time.monotonic() + timeout
         # The server learns the deadline from timeout_nano; 0 would mean "none", so round up.
         timeout_nano = 0 if timeout is None else max(1, int(timeout * 1e9))
-        stream_id, frame = self._protocol.request(
-            service, method, request.SerializeToString(), metadata, timeout_nano
-        )
-        future: asyncio.Future[ResponseReceived] = asyncio.get_running_loop().create_future()
-        self._pending[stream_id] = future
+        payload = request.SerializeToString()
+        waiter = _Waiter()
+        if not self._write.acquire(timeout=_left(deadline, -1)):
+            raise TimeoutError("ttrpc: timed out waiting to send the request")
         try:
-            async with asyncio.timeout(timeout):
-                self._writer.write(frame)
-                try:
-                    await self._writer.drain()
-                except ConnectionError as exc:
-                    raise ClientClosedError(f"ttrpc: closed: {exc}") from exc
-                response = await future
+            with self._lock:
+                if self._closed_reason is not None:
+                    raise ClientClosedError(self._closed_reason)
+                stream_id, frame = self._protocol.request(
+                    service, method, payload, metadata, timeout_nano
+                )
+                # Registered before the frame leaves: the reply may come back at once.
+                self._pending[stream_id] = waiter
+            try:
+                self._send(frame, deadline)
+            except BaseException:
+                with self._lock:
+                    self._pending.pop(stream_id, None)
+                raise
         finally:
-            # Whatever happened, this stream is forgotten: a late Response will be dropped.
-            self._pending.pop(stream_id, None)
-            if future.done() and not future.cancelled():
-                future.exception()  # mark it retrieved; the failure was raised above or is moot
+            self._write.release()
+        if not waiter.lock.acquire(timeout=_left(deadline, -1)):
+            with self._lock:
+                # Forget the stream, so that a late reply is dropped; unless the reader (or
+                # close) took it first, and is about to hand over the outcome.
+                answered = self._pending.pop(stream_id, None) is None
+            if not answered:
+                raise TimeoutError(f"ttrpc: {service}/{method}: no reply within {timeout}s")
+            waiter.lock.acquire()
+        if waiter.error is not None:
+            raise waiter.error
+        response = waiter.response
+        assert response is not None
         if response.status_code != Code.OK:
             raise TTRPCError(response.status_code, response.status_message)
         try:
@@ -94,16 +162,52 @@ class Client:
             raise TTRPCError(Code.INTERNAL, f"ttrpc: error unmarshalling payload: {exc}") from exc
         return message
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+    def _send(self, frame: bytes, deadline: float | None) -> None:
+        """Write one whole frame (holding `_write`), within the call's deadline if it has one."""
+        try:
+            if deadline is None:
+                self._sock.sendall(frame)
+                return
+            # sendall() cannot be given a deadline without a timeout on the socket, which
+            # the reader shares; so: non-blocking sends, and poll for room in between.
+            view = memoryview(frame)
+            sent = 0
+            poller: select.poll | None = None
+            while sent < len(view):
+                try:
+                    sent += self._sock.send(view[sent:], socket.MSG_DONTWAIT)
+                    continue
+                except BlockingIOError:
+                    pass
+                if poller is None:
+                    poller = select.poll()
+                    poller.register(self._sock, select.POLLOUT)
+                left = _left(deadline, 0.0)
+                if left <= 0 or not poller.poll(left * 1000):
+                    if sent:
+                        # Half a frame is on the wire: nothing else can follow it.
+                        self._shut("ttrpc: closed: a request was cut short by its timeout")
+                    raise TimeoutError("ttrpc: timed out sending the request")
+        except TimeoutError:
+            raise
+        except OSError as exc:  # EPIPE, ECONNRESET: the server is gone
+            self._shut(f"ttrpc: closed: {exc}")
+            raise ClientClosedError(self._closed_reason) from exc
+
+    def _read_loop(self) -> None:
         reason = "ttrpc: closed"
         try:
-            while data := await reader.read(_READ_SIZE):
+            size = _READ_SMALL
+            while data := self._sock.recv(size):
+                size = _READ_SIZE if len(data) == size else _READ_SMALL
                 for response in self._protocol.receive_data(data):
-                    future = self._pending.get(response.stream_id)
-                    if future is None or future.done():
+                    with self._lock:
+                        waiter = self._pending.pop(response.stream_id, None)
+                    if waiter is None:
                         log.debug("ttrpc: dropping response for stream %d", response.stream_id)
                         continue
-                    future.set_result(response)
+                    waiter.response = response
+                    waiter.lock.release()
         except OSError as exc:
             reason = f"ttrpc: closed: {exc}"
         except Exception:
@@ -111,32 +215,47 @@ class Client:
             log.exception("ttrpc: client read loop failed")
         finally:
             self._shut(reason)
+            # Closed here only, once no call can be in the middle of writing (`_write`).
+            with self._write:
+                self._sock.close()
 
     def _shut(self, reason: str) -> None:
-        if self._closed_reason is None:
+        """Fail every call in flight and wake the reader; later calls fail at once."""
+        with self._lock:
+            if self._closed_reason is not None:
+                return
             self._closed_reason = reason
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(ClientClosedError(self._closed_reason))
-        self._writer.close()
+            waiters = list(self._pending.values())
+            self._pending.clear()
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError as exc:
+                log.debug("ttrpc: shutting the connection down: %s", exc)
+        for waiter in waiters:
+            waiter.error = ClientClosedError(reason)
+            waiter.lock.release()
 
     def close(self) -> None:
-        """Close the connection; calls in flight fail with ClientClosedError."""
+        """Close the connection and wait for its reader; calls in flight fail with
+        ClientClosedError."""
         self._shut("ttrpc: closed")
+        if threading.current_thread() is not self._reader:
+            self._reader.join()
 
-    async def wait_closed(self) -> None:
-        await self._reader_task  # it never raises: it ends the connection instead
-        with contextlib.suppress(OSError):
-            await self._writer.wait_closed()
-
-    async def __aenter__(self) -> Client:
+    def __enter__(self) -> Client:
         return self
 
-    async def __aexit__(
+    def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
-        await self.wait_closed()
+
+
+def _left(deadline: float | None, none: float) -> float:
+    """Seconds until `deadline` (never negative), or `none` when there is no deadline."""
+    if deadline is None:
+        return none
+    return max(0.0, deadline - time.monotonic())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from tests.integration.conftest import IMAGE, both_runtimes, unique_id
 from tests.support import Containerd
 from tests.support.events import event_log
@@ -42,13 +40,10 @@ def test_forward_from_the_ttrpc_client_reaches_containerd(containerd: Containerd
 
     id = unique_id("forward")
 
-    async def forward() -> None:
+    with event_log(containerd) as events:
         publisher = Publisher(containerd.ttrpc_address, containerd.namespace)
         publisher.start()
         publisher.publish(events_pb2.TaskOOM(container_id=id))
-        await publisher.close(timeout=5)
+        publisher.close(timeout=5)
         assert publisher.pending == 0
-
-    with event_log(containerd) as events:
-        asyncio.run(forward())
         events.wait_for(id, "/tasks/oom")

@@ -11,7 +11,6 @@ io.containerd.foo.v3, and its `start` starts a shim that logs and is titled unde
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -307,17 +306,9 @@ def pyrunc_version() -> str:
 def shim_call(address: str, namespace: str, method: str, request: Any, response: Any) -> Any:
     from pyrunc.shim.ttrpc.client import Client
 
-    async def run() -> Any:
-        client = await Client.connect(address.removeprefix("unix://"), timeout=5)
-        try:
-            return await client.call("containerd.task.v2.Task", method, request, response,
-                                     timeout=10,
-                                     metadata={"containerd-namespace-ttrpc": namespace})
-        finally:
-            client.close()
-            await client.wait_closed()
-
-    return asyncio.run(run())
+    with Client.connect(address.removeprefix("unix://"), timeout=5) as client:
+        return client.call("containerd.task.v2.Task", method, request, response, timeout=10,
+                           metadata={"containerd-namespace-ttrpc": namespace})
 
 
 def read_available(fd: int) -> bytes:
@@ -398,7 +389,7 @@ def stop_shim(shim_address: str, namespace: str, id: str) -> None:
     from pyrunc.shim.ttrpc.status import TTRPCError
 
     # (it may close the connection as it exits, before it answers)
-    with contextlib.suppress(OSError, EOFError, TTRPCError, asyncio.IncompleteReadError):
+    with contextlib.suppress(OSError, EOFError, TTRPCError):  # ClientClosedError is an OSError
         shim_call(shim_address, namespace, "Shutdown", shim_pb2.ShutdownRequest(id=id),
                   empty_pb2.Empty)
     path = shim_address.removeprefix("unix://")

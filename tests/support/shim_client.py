@@ -6,7 +6,6 @@ namespace metadata containerd sends.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -47,17 +46,10 @@ def call(ctd: Containerd, container_id: str, method: str, request: Any,
     else:
         response_type = getattr(shim_pb2, descriptor.output_type.name)
 
-    async def run() -> Any:
-        from pyrunc.shim.ttrpc.client import Client
+    from pyrunc.shim.ttrpc.client import Client
 
-        client = await Client.connect(address, timeout=5)
-        try:
-            return await client.call(
-                service, method, request, response_type, timeout=timeout,
-                metadata={"containerd-namespace-ttrpc": ctd.namespace},
-            )
-        finally:
-            client.close()
-            await client.wait_closed()
-
-    return asyncio.run(run())
+    with Client.connect(address, timeout=5) as client:
+        return client.call(
+            service, method, request, response_type, timeout=timeout,
+            metadata={"containerd-namespace-ttrpc": ctd.namespace},
+        )

@@ -1,20 +1,21 @@
 """Container cgroups: Metrics from cgroup files (v1 and v2), finding a process's cgroup, and OOM
 notifications.
 
-Stats and /proc/<pid>/cgroup parsing run on fixture trees written into tmp_path. The v1 tests at
-the end make real cgroups on this (hybrid) host and OOM-kill a child in one; the v2 OOM path is
-exercised with inotify on a regular memory.events file.
+Stats and /proc/<pid>/cgroup parsing run on fixture trees written into tmp_path. The OOM watcher
+(its thread, check_now and their races) runs on fixture cgroups too: inotify on a regular
+memory.events file for v2, and for v1 a real eventfd that the test signals as the kernel would.
+The v1 tests at the end make real cgroups on this (hybrid) host and OOM-kill a child in one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
 import secrets
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -573,110 +574,414 @@ def test_cgroup_for_pid_without_mounted_controllers_raises(tmp_path: Path) -> No
         cgroup_for_pid(1, proc=str(tmp_path / "proc"), root=str(tmp_path / "cgroup"))
 
 
-# --- v2 OOM: inotify on memory.events ---------------------------------------------------------
+# --- OOM watching: the watcher thread, with inotify (v2) and eventfds (v1) -------------------
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
+        time.sleep(0.01)
 
 
-def test_v2_watcher_reports_when_oom_kill_grows(tmp_path: Path) -> None:
+class Seen:
+    """An on_oom that records each call and the thread it came from."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, threading.Thread]] = []
+        self._changed = threading.Condition()
+
+    def __call__(self, container_id: str) -> None:
+        with self._changed:
+            self.calls.append((container_id, threading.current_thread()))
+            self._changed.notify_all()
+
+    @property
+    def ids(self) -> list[str]:
+        return [container_id for container_id, _ in self.calls]
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: len(self.calls) >= count, timeout), self.calls
+
+
+class FakeCgroup:
+    """A container's memory cgroup as plain files, and the kernel's part in an OOM kill.
+
+    v2: a kill is counted in memory.events, which inotify reports to the watcher. v1: the
+    watcher registers a real eventfd by writing "<eventfd> <oom_control fd>" to
+    cgroup.event_control (a plain file here), and a kill signals that eventfd, as the kernel does.
+    """
+
+    def __init__(self, directory: Path, version: str) -> None:
+        self.dir = directory
+        self.version = version
+        self.signalled = 0  # kills whose signal has been given
+        directory.mkdir(parents=True)
+        self.cgroup: CgroupV1 | CgroupV2
+        if version == "v1":
+            (directory / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\n")
+            (directory / "cgroup.event_control").write_text("")
+            self.cgroup = CgroupV1({"memory": str(directory)})
+        else:
+            (directory / "memory.events").write_text(memory_events_text())
+            self.cgroup = CgroupV2(str(directory))
+
+    def _eventfd(self) -> int:
+        return int((self.dir / "cgroup.event_control").read_text().split()[0])
+
+    def kill(self) -> None:
+        if self.version == "v1":
+            os.eventfd_write(self._eventfd(), 1)
+        else:
+            kills = self.signalled + 1
+            (self.dir / "memory.events").write_text(memory_events_text(oom=kills, oom_kill=kills))
+        self.signalled += 1
+
+    def remove(self) -> None:
+        efd = self._eventfd() if self.version == "v1" else -1
+        for path in self.dir.iterdir():
+            path.unlink()
+        self.dir.rmdir()
+        if efd >= 0:
+            os.eventfd_write(efd, 1)  # v1 signals the eventfd once more when the cgroup goes
+
+
+def anon_fds() -> set[str]:
+    """This process's eventfds and inotify fds (what OOMWatcher opens)."""
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except FileNotFoundError:
+            continue  # the listing's own fd
+        if target in ("anon_inode:[eventfd]", "anon_inode:inotify"):
+            fds.add(f"{name} {target}")
+    return fds
+
+
+def new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t not in before]
+
+
+def cpu_ticks(thread: threading.Thread) -> int:
+    """The thread's user + system CPU time, in clock ticks (fields 14 and 15 of its stat)."""
+    stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+@pytest.fixture
+def watcher() -> Iterator[OOMWatcher]:
+    """An OOMWatcher, closed at the end; close() must leave no thread and no fd behind."""
+    threads, fds = set(threading.enumerate()), anon_fds()
+    watcher = OOMWatcher()
+    yield watcher
+    watcher.close()
+    assert new_threads(threads) == []
+    assert anon_fds() - fds == set()
+
+
+@pytest.fixture(params=["v1", "v2"])
+def version(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@contextlib.contextmanager
+def watcher_thread_busy(watcher: OOMWatcher, directory: Path) -> Iterator[threading.Thread]:
+    """Keep the watcher thread inside another container's on_oom, so that it cannot come to a
+    signal that arrives meanwhile (as if it had not been scheduled yet)."""
+    entered, release = threading.Event(), threading.Event()
+    thread: list[threading.Thread] = []
+
+    def hold(container_id: str) -> None:
+        thread.append(threading.current_thread())
+        entered.set()
+        release.wait(10)
+
+    busy = FakeCgroup(directory, "v2")
+    watcher.add("busy", busy.cgroup, hold)
+    busy.kill()
+    assert entered.wait(5)
+    try:
+        yield thread[0]
+    finally:
+        release.set()
+        watcher.remove("busy")  # waits for hold to return
+
+
+def test_v2_watcher_reports_when_oom_kill_grows(tmp_path: Path, watcher: OOMWatcher) -> None:
     events_file = tmp_path / "memory.events"
     events_file.write_text(memory_events_text(oom=0, oom_kill=0))
-    seen: list[str] = []
-
-    async def scenario() -> None:
-        watcher = OOMWatcher()
-        watcher.add("c1", CgroupV2(str(tmp_path)), seen.append)
-        assert "c1" in watcher
-        # Other counters moving (memory.max hit, no kill) are not an OOM kill.
-        events_file.write_text(memory_events_text(oom=1, oom_kill=0))
-        await asyncio.sleep(0.2)
-        assert seen == []
-        events_file.write_text(memory_events_text(oom=2, oom_kill=1))
-        await wait_until(lambda: seen == ["c1"])
-        await asyncio.sleep(0.1)
-        assert seen == ["c1"]  # once per kill, not once per inotify event
-        events_file.write_text(memory_events_text(oom=3, oom_kill=2))
-        await wait_until(lambda: seen == ["c1", "c1"])
-        watcher.close()
-        assert "c1" not in watcher
-
-    asyncio.run(scenario())
+    seen = Seen()
+    watcher.add("c1", CgroupV2(str(tmp_path)), seen)
+    assert "c1" in watcher
+    # Other counters moving (memory.max hit, no kill) are not an OOM kill.
+    events_file.write_text(memory_events_text(oom=1, oom_kill=0))
+    time.sleep(0.2)
+    assert seen.ids == []
+    events_file.write_text(memory_events_text(oom=2, oom_kill=1))
+    seen.wait_for(1)
+    time.sleep(0.1)
+    assert seen.ids == ["c1"]  # once per kill, not once per inotify event
+    assert seen.calls[0][1] is not threading.current_thread()  # from the watcher thread
+    events_file.write_text(memory_events_text(oom=3, oom_kill=2))
+    seen.wait_for(2)
+    assert seen.ids == ["c1", "c1"]
+    watcher.close()
+    assert "c1" not in watcher
 
 
-def test_v2_check_now_reports_a_kill_the_loop_has_not_seen(tmp_path: Path) -> None:
-    events_file = tmp_path / "memory.events"
-    events_file.write_text(memory_events_text(oom=0, oom_kill=0))
-    seen: list[str] = []
+def test_watcher_reports_each_kill_once_from_its_thread(
+    tmp_path: Path, version: str, watcher: OOMWatcher
+) -> None:
+    fake = FakeCgroup(tmp_path / "c1", version)
+    seen = Seen()
+    watcher.add("c1", fake.cgroup, seen)
+    for kills in (1, 2, 3):
+        fake.kill()
+        seen.wait_for(kills)
+    time.sleep(0.1)
+    assert seen.ids == ["c1"] * 3
+    assert {thread for _, thread in seen.calls} - {threading.current_thread()} == {
+        seen.calls[0][1]
+    }  # one watcher thread, not the caller's
 
-    async def scenario() -> None:
-        watcher = OOMWatcher()
-        watcher.add("c1", CgroupV2(str(tmp_path)), seen.append)
-        assert not watcher.check_now("c1")
-        events_file.write_text(memory_events_text(oom=1, oom_kill=1))
-        # No await in between: the loop has not run the inotify reader yet.
+
+def test_check_now_reports_a_kill_the_watcher_thread_has_not_handled(
+    tmp_path: Path, version: str, watcher: OOMWatcher
+) -> None:
+    fake = FakeCgroup(tmp_path / "c1", version)
+    seen = Seen()
+    watcher.add("c1", fake.cgroup, seen)
+    assert not watcher.check_now("c1")
+    with watcher_thread_busy(watcher, tmp_path / "busy"):
+        fake.kill()
         assert watcher.check_now("c1")
-        assert seen == ["c1"]
+        assert seen.calls == [("c1", threading.current_thread())]
         assert not watcher.check_now("c1")
-        await asyncio.sleep(0.2)  # the pending inotify event finds nothing new
-        assert seen == ["c1"]
-        assert not watcher.check_now("unknown")
-        watcher.close()
-
-    asyncio.run(scenario())
+    time.sleep(0.2)  # the watcher thread, free again, finds nothing new
+    assert seen.ids == ["c1"]
+    assert not watcher.check_now("unknown")
 
 
-def test_v2_kill_before_the_watch_is_still_reported(tmp_path: Path) -> None:
+def test_check_now_racing_the_watcher_thread_waits_for_its_on_oom(
+    tmp_path: Path, version: str, watcher: OOMWatcher
+) -> None:
+    fake = FakeCgroup(tmp_path / "c1", version)
+    seen = Seen()
+    entered, release = threading.Event(), threading.Event()
+
+    def on_oom(container_id: str) -> None:
+        entered.set()
+        release.wait(10)
+        seen(container_id)
+
+    watcher.add("c1", fake.cgroup, on_oom)
+    fake.kill()
+    assert entered.wait(5)  # the watcher thread is in on_oom for the kill
+    results: list[tuple[bool, int]] = []
+    checker = threading.Thread(
+        target=lambda: results.append((watcher.check_now("c1"), len(seen.calls)))
+    )
+    checker.start()
+    try:
+        checker.join(0.2)
+        assert checker.is_alive()  # check_now waits for that on_oom to finish ...
+    finally:
+        release.set()
+    checker.join(5)
+    # ... which it has when check_now returns, and check_now does not report the kill again.
+    assert results == [(False, 1)]
+    time.sleep(0.1)
+    assert len(seen.calls) == 1 and seen.calls[0][1] not in (checker, threading.current_thread())
+
+
+def test_a_kill_signalled_while_check_now_runs_is_reported_exactly_once(
+    tmp_path: Path, version: str, watcher: OOMWatcher
+) -> None:
+    # The exit handler's check_now races both the kernel's signal and the watcher thread. A kill
+    # signalled before check_now is reported when it returns; any kill is reported once, by
+    # whichever of check_now and the thread reads it first.
+    fake = FakeCgroup(tmp_path / "c1", version)
+    seen = Seen()
+    watcher.add("c1", fake.cgroup, seen)
+
+    def kill_at(start: threading.Barrier, delay: float) -> None:
+        start.wait()
+        time.sleep(delay)
+        fake.kill()
+
+    rounds, reported_by_check_now = 300, 0
+    for kills in range(1, rounds + 1):
+        # Staggered, so that rounds cover all the orders: check_now before the signal, during
+        # it, after it and before the thread's read, after the thread's.
+        start = threading.Barrier(2)
+        killer = threading.Thread(target=kill_at, args=(start, (kills % 3 == 0) * 0.0002))
+        killer.start()
+        start.wait()
+        time.sleep((kills % 5) * 0.00005)
+        signalled_before = fake.signalled == kills
+        reported_by_check_now += watcher.check_now("c1")
+        if signalled_before:
+            assert len(seen.calls) == kills
+        killer.join()
+        seen.wait_for(kills)
+        assert len(seen.calls) == kills  # never twice
+    time.sleep(0.1)
+    assert seen.ids == ["c1"] * rounds
+    assert reported_by_check_now == sum(t is threading.current_thread() for _, t in seen.calls)
+
+
+def test_v2_kill_before_the_watch_is_still_reported(tmp_path: Path, watcher: OOMWatcher) -> None:
     # An init OOM-killed right after start, before add(): containerd starts from 0 as well.
     (tmp_path / "memory.events").write_text(memory_events_text(oom=1, oom_kill=1))
-    seen: list[str] = []
-
-    async def scenario() -> None:
-        watcher = OOMWatcher()
-        watcher.add("c1", CgroupV2(str(tmp_path)), seen.append)
+    seen = Seen()
+    with watcher_thread_busy(watcher, tmp_path / "busy"):
+        watcher.add("c1", CgroupV2(str(tmp_path)), seen)
         assert watcher.check_now("c1")
-        watcher.close()
-
-    asyncio.run(scenario())
-    assert seen == ["c1"]
+    assert seen.ids == ["c1"]
 
 
-def test_v2_watch_ends_when_memory_events_goes_away(tmp_path: Path) -> None:
-    cgroup_dir = tmp_path / "c"
-    cgroup_dir.mkdir()
-    (cgroup_dir / "memory.events").write_text(memory_events_text(oom=0, oom_kill=0))
-    seen: list[str] = []
+def test_watch_ends_when_the_cgroup_is_removed_and_the_thread_with_it(
+    tmp_path: Path, version: str, watcher: OOMWatcher
+) -> None:
+    threads, fds = set(threading.enumerate()), anon_fds()
+    fake = FakeCgroup(tmp_path / "c", version)
+    seen = Seen()
+    watcher.add("c1", fake.cgroup, seen)
+    [thread] = new_threads(threads)
+    fake.remove()
+    wait_until(lambda: "c1" not in watcher)
+    # The last watch gone, the thread ends by itself, closing its wakeup fd.
+    thread.join(5)
+    assert not thread.is_alive()
+    assert anon_fds() - fds == set()
+    assert seen.ids == []
 
-    async def scenario() -> None:
-        watcher = OOMWatcher()
-        watcher.add("c1", CgroupV2(str(cgroup_dir)), seen.append)
-        (cgroup_dir / "memory.events").unlink()
-        cgroup_dir.rmdir()
-        await wait_until(lambda: "c1" not in watcher)
-        watcher.close()
 
-    asyncio.run(scenario())
-    assert seen == []
+def test_one_thread_from_the_first_add_to_close_which_leaves_nothing(tmp_path: Path) -> None:
+    threads, fds = set(threading.enumerate()), anon_fds()
+    watcher = OOMWatcher()
+    assert new_threads(threads) == []  # started by the first add
+    v1, v2 = FakeCgroup(tmp_path / "a", "v1"), FakeCgroup(tmp_path / "b", "v2")
+    seen = Seen()
+    watcher.add("a", v1.cgroup, seen)
+    watcher.add("b", v2.cgroup, seen)
+    [thread] = new_threads(threads)  # one for all the watches
+    assert len(anon_fds() - fds) == 3  # one per watch, and the thread's wakeup eventfd
+    assert sorted(watcher) == ["a", "b"] and "a" in watcher
+    watcher.close()
+    assert not thread.is_alive()  # joined
+    assert new_threads(threads) == [] and anon_fds() - fds == set()
+    assert list(watcher) == []
+    watcher.close()  # again: nothing to do
+    # A closed watcher can watch again.
+    watcher.add("b", v2.cgroup, seen)
+    v2.kill()
+    seen.wait_for(1)
+    watcher.close()
+    assert new_threads(threads) == [] and anon_fds() - fds == set()
+
+
+def test_thread_ends_with_the_last_watch_and_the_next_add_starts_another(
+    tmp_path: Path, watcher: OOMWatcher
+) -> None:
+    threads, fds = set(threading.enumerate()), anon_fds()
+    a, b = FakeCgroup(tmp_path / "a", "v1"), FakeCgroup(tmp_path / "b", "v2")
+    seen = Seen()
+    watcher.add("a", a.cgroup, seen)
+    watcher.add("b", b.cgroup, seen)
+    [first] = new_threads(threads)
+    watcher.remove("a")
+    watcher.remove("a")  # not watched: nothing happens
+    time.sleep(0.05)
+    assert first.is_alive()  # b is still watched
+    watcher.remove("b")
+    first.join(5)
+    assert not first.is_alive() and anon_fds() - fds == set()
+    watcher.add("a", a.cgroup, seen)
+    [second] = new_threads(threads)
+    a.kill()
+    seen.wait_for(1)
+    assert seen.calls == [("a", second)]
+
+
+def test_the_watcher_thread_waits_without_spending_cpu(
+    tmp_path: Path, version: str, watcher: OOMWatcher
+) -> None:
+    fake = FakeCgroup(tmp_path / "c1", version)
+    seen = Seen()
+    watcher.add("c1", fake.cgroup, seen)
+    fake.kill()
+    seen.wait_for(1)
+    thread = seen.calls[0][1]
+    ticks = cpu_ticks(thread)
+    time.sleep(0.3)
+    assert cpu_ticks(thread) - ticks <= 2  # a thread that spun would spend ~30
+
+
+def test_add_replaces_an_older_watch_of_the_container(
+    tmp_path: Path, version: str, watcher: OOMWatcher
+) -> None:
+    old, new = FakeCgroup(tmp_path / "old", version), FakeCgroup(tmp_path / "new", version)
+    first, second = Seen(), Seen()
+    watcher.add("c1", old.cgroup, first)
+    fds = anon_fds()
+    watcher.add("c1", new.cgroup, second)
+    assert len(anon_fds()) == len(fds)  # the old watch's fd is closed
+    new.kill()
+    second.wait_for(1)
+    assert first.calls == [] and list(watcher) == ["c1"]
+
+
+def test_on_oom_may_remove_its_own_watch(tmp_path: Path, version: str, watcher: OOMWatcher) -> None:
+    fake = FakeCgroup(tmp_path / "c1", version)
+    seen = Seen()
+
+    def on_oom(container_id: str) -> None:
+        seen(container_id)
+        watcher.remove(container_id)
+
+    watcher.add("c1", fake.cgroup, on_oom)
+    fake.kill()
+    seen.wait_for(1)
+    wait_until(lambda: "c1" not in watcher)
+
+
+def test_an_on_oom_that_raises_ends_its_watch_only(
+    tmp_path: Path, watcher: OOMWatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    errors: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", errors.append)
+
+    def fail(container_id: str) -> None:
+        raise RuntimeError("publisher closed")
+
+    a, b = FakeCgroup(tmp_path / "a", "v2"), FakeCgroup(tmp_path / "b", "v1")
+    seen = Seen()
+    watcher.add("a", a.cgroup, fail)
+    watcher.add("b", b.cgroup, seen)
+    a.kill()
+    wait_until(lambda: bool(errors))
+    assert isinstance(errors[0].exc_value, RuntimeError)
+    assert "a" not in watcher  # a watch that fails could keep waking the thread: it ends
+    b.kill()
+    seen.wait_for(1)  # the other watches carry on
 
 
 def test_watcher_refuses_cgroups_it_cannot_watch(tmp_path: Path) -> None:
+    threads, fds = set(threading.enumerate()), anon_fds()
     (tmp_path / "pids").mkdir()
-
-    async def scenario() -> None:
-        watcher = OOMWatcher()
-        with pytest.raises(CgroupError):
-            watcher.add("c1", CgroupV1({"pids": str(tmp_path / "pids")}), print)
-        with pytest.raises(CgroupError):
-            watcher.add("c1", CgroupV2(str(tmp_path)), print)  # no memory.events
-        with pytest.raises(CgroupGone):
-            watcher.add("c1", CgroupV2(str(tmp_path / "gone")), print)
-        assert "c1" not in watcher
-
-    asyncio.run(scenario())
+    watcher = OOMWatcher()
+    with pytest.raises(CgroupError):
+        watcher.add("c1", CgroupV1({"pids": str(tmp_path / "pids")}), print)
+    with pytest.raises(CgroupError):
+        watcher.add("c1", CgroupV2(str(tmp_path)), print)  # no memory.events
+    with pytest.raises(CgroupGone):
+        watcher.add("c1", CgroupV2(str(tmp_path / "gone")), print)
+    assert "c1" not in watcher
+    assert new_threads(threads) == [] and anon_fds() - fds == set()
 
 
 # --- real cgroup v1 on this host --------------------------------------------------------------
@@ -837,20 +1142,18 @@ def test_real_v1_stats_of_a_process_in_its_cgroup(real_v1: RealV1Cgroup) -> None
 
 
 @needs_real_v1
-def test_real_v1_oom_kill_calls_on_oom_from_the_loop(real_v1: RealV1Cgroup) -> None:
+def test_real_v1_oom_kill_calls_on_oom_from_the_watcher_thread(
+    real_v1: RealV1Cgroup, watcher: OOMWatcher
+) -> None:
     child = real_v1.spawn(64 << 20)
     real_v1.set_memory_limit(8 << 20)
     cgroup = cgroup_for_pid(child.pid)
-    seen: list[str] = []
-
-    async def scenario() -> None:
-        watcher = OOMWatcher()
-        watcher.add("c1", cgroup, seen.append)
-        child.allocate()
-        await wait_until(lambda: seen == ["c1"], timeout=20)
-        watcher.close()
-
-    asyncio.run(scenario())
+    seen = Seen()
+    watcher.add("c1", cgroup, seen)
+    child.allocate()
+    seen.wait_for(1, timeout=20)
+    assert seen.calls[0][1] is not threading.current_thread()
+    watcher.close()
     status = child.wait()
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     m = cgroup.stats()
@@ -860,47 +1163,38 @@ def test_real_v1_oom_kill_calls_on_oom_from_the_loop(real_v1: RealV1Cgroup) -> N
 
 @needs_real_v1
 def test_real_v1_check_now_reports_the_oom_before_the_exit_is_handled(
-    real_v1: RealV1Cgroup,
+    real_v1: RealV1Cgroup, watcher: OOMWatcher, tmp_path: Path
 ) -> None:
     child = real_v1.spawn(64 << 20)
     real_v1.set_memory_limit(8 << 20)
     cgroup = cgroup_for_pid(child.pid)
-    seen: list[str] = []
-
-    async def scenario() -> None:
-        watcher = OOMWatcher()
-        watcher.add("c1", cgroup, seen.append)
+    seen = Seen()
+    watcher.add("c1", cgroup, seen)
+    # The watcher thread kept busy, as if the shim handled the exit before it saw the eventfd.
+    with watcher_thread_busy(watcher, tmp_path / "busy"):
         child.allocate()
-        # Blocking, as if the shim were handling the exit before the loop saw the eventfd.
         status = child.wait()
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-        assert seen == []
+        assert seen.ids == []
         assert watcher.check_now("c1")
-        assert seen == ["c1"]
-        await asyncio.sleep(0.2)
-        assert seen == ["c1"]  # check_now drained the eventfd: no second report
-        watcher.close()
-
-    asyncio.run(scenario())
+        assert seen.calls == [("c1", threading.current_thread())]
+    time.sleep(0.2)
+    assert seen.ids == ["c1"]  # check_now drained the eventfd: no second report
 
 
 @needs_real_v1
-def test_real_v1_watch_ends_quietly_when_the_cgroup_is_removed(real_v1: RealV1Cgroup) -> None:
+def test_real_v1_watch_ends_quietly_when_the_cgroup_is_removed(
+    real_v1: RealV1Cgroup, watcher: OOMWatcher
+) -> None:
     child = real_v1.spawn(1 << 20)
     cgroup = cgroup_for_pid(child.pid)
-    seen: list[str] = []
-
-    async def scenario() -> None:
-        watcher = OOMWatcher()
-        watcher.add("c1", cgroup, seen.append)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-        real_v1.remove()  # the kernel signals the eventfd once more on removal
-        await wait_until(lambda: "c1" not in watcher)
-        watcher.close()
-
-    asyncio.run(scenario())
-    assert seen == []
+    seen = Seen()
+    watcher.add("c1", cgroup, seen)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    real_v1.remove()  # the kernel signals the eventfd once more on removal
+    wait_until(lambda: "c1" not in watcher)
+    assert seen.ids == []
 
 
 UNIFIED = V1_ROOT / "unified"

@@ -3,31 +3,26 @@ and containerd's fifos, driven against a real pty pair and real fifos."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import fcntl
 import os
+import select
 import socket
 import stat
 import struct
 import termios
+import threading
+import time
 import tty
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from pyrunc.oci.console import ConsoleIO, ConsoleSocket, resize
-from pyrunc.oci.stdio import FdWaiter, Stdio
+from pyrunc.oci.stdio import Stdio
 
 TIMEOUT = 30
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        await asyncio.wait_for(scenario(), TIMEOUT)
-
-    asyncio.run(bounded())
 
 
 def open_pty() -> tuple[int, int]:
@@ -38,14 +33,19 @@ def open_pty() -> tuple[int, int]:
     return master, slave
 
 
-async def read_exactly(fd: int, n: int) -> bytes:
+def wait_for(fd: int, events: int) -> None:
+    p = select.poll()
+    p.register(fd, events)
+    assert p.poll(TIMEOUT * 1000), f"fd {fd} not ready after {TIMEOUT}s"
+
+
+def read_exactly(fd: int, n: int) -> bytes:
     data = bytearray()
-    waiter = FdWaiter(fd, writable=False)
     while len(data) < n:
         try:
             chunk = os.read(fd, n - len(data))
         except BlockingIOError:
-            await waiter.wait()
+            wait_for(fd, select.POLLIN)
             continue
         if not chunk:
             break
@@ -53,30 +53,72 @@ async def read_exactly(fd: int, n: int) -> bytes:
     return bytes(data)
 
 
-async def read_to_eof(fd: int, chunk_size: int = 65536, pause: float = 0.0) -> bytes:
+def read_to_eof(fd: int, chunk_size: int = 65536, pause: float = 0.0) -> bytes:
     data = bytearray()
-    waiter = FdWaiter(fd, writable=False)
     while True:
         try:
             chunk = os.read(fd, chunk_size)
         except BlockingIOError:
-            await waiter.wait()
+            wait_for(fd, select.POLLIN)
             continue
         if not chunk:
             return bytes(data)
         data += chunk
         if pause:
-            await asyncio.sleep(pause)
+            time.sleep(pause)
 
 
-async def write_all(fd: int, payload: bytes) -> None:
+def write_all(fd: int, payload: bytes) -> None:
     view = memoryview(payload)
-    waiter = FdWaiter(fd, writable=True)
     while view:
         try:
             view = view[os.write(fd, view[:65536]):]
         except BlockingIOError:
-            await waiter.wait()
+            wait_for(fd, select.POLLOUT)
+
+
+def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Run target in a thread of its own; its result (or exception) lands in the list."""
+    result: list[object] = []
+
+    def run() -> None:
+        try:
+            result.append(target())
+        except BaseException as e:  # handed to the test to raise
+            result.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def joined(thread: threading.Thread, result: list[object], timeout: float = TIMEOUT) -> object:
+    thread.join(timeout)
+    assert not thread.is_alive(), "still running"
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def relay_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("relay-")]
+
+
+def cpu_while_idle(threads: list[threading.Thread], seconds: float) -> list[float]:
+    """The CPU time each thread takes over the next `seconds`."""
+    clocks = [time.pthread_getcpuclockid(t.ident) for t in threads]  # type: ignore[arg-type]
+    before = [time.clock_gettime(c) for c in clocks]
+    time.sleep(seconds)
+    return [time.clock_gettime(c) - b for c, b in zip(clocks, before, strict=True)]
+
+
+@pytest.fixture
+def no_leaks() -> Iterator[None]:
+    """Every relay thread gone and every fd closed again by the end of the test."""
+    before = set(os.listdir("/proc/self/fd"))
+    yield
+    assert relay_threads() == []
+    assert set(os.listdir("/proc/self/fd")) == before
 
 
 class Fifos:
@@ -107,47 +149,42 @@ class Fifos:
                 assert e.errno == errno.EBADF  # closed by the test on purpose
 
 
-def test_console_relays_stdin_into_the_tty_and_the_tty_into_stdout(tmp_path: Path) -> None:
+def test_console_relays_stdin_into_the_tty_and_the_tty_into_stdout(
+        tmp_path: Path, no_leaks: None) -> None:
     fifos = Fifos(tmp_path)
-
-    async def scenario() -> None:
-        master, slave = open_pty()
-        io = ConsoleIO(fifos.stdio())
-        io.start(master)
-        client_in, client_out = fifos.open_client()
-        try:
-            os.write(client_in, b"typed by the user\n")
-            assert await read_exactly(slave, 18) == b"typed by the user\n"
-            os.write(slave, b"printed by the process\n")
-            assert await read_exactly(client_out, 23) == b"printed by the process\n"
-        finally:
-            await io.aclose()
-            os.close(slave)
-            fifos.close()
-
-    run(scenario)
+    master, slave = open_pty()
+    io = ConsoleIO(fifos.stdio())
+    io.start(master)
+    assert sorted(t.name for t in relay_threads()) == ["relay-console-in", "relay-console-out"]
+    client_in, client_out = fifos.open_client()
+    try:
+        os.write(client_in, b"typed by the user\n")
+        assert read_exactly(slave, 18) == b"typed by the user\n"
+        os.write(slave, b"printed by the process\n")
+        assert read_exactly(client_out, 23) == b"printed by the process\n"
+        assert max(cpu_while_idle(relay_threads(), 0.3)) < 0.005  # both wait, neither spins
+    finally:
+        io.close()
+        os.close(slave)
+        fifos.close()
 
 
-def test_console_output_ends_when_the_tty_is_closed(tmp_path: Path) -> None:
+def test_console_output_ends_when_the_tty_is_closed(tmp_path: Path, no_leaks: None) -> None:
     # Reading the master fails with EIO once no slave fd is left: that is EOF, not an error, and
     # what was written before still arrives.
     fifos = Fifos(tmp_path)
-
-    async def scenario() -> None:
-        master, slave = open_pty()
-        io = ConsoleIO(fifos.stdio())
-        io.start(master)
-        _, client_out = fifos.open_client()
-        try:
-            os.write(slave, b"last words\n")
-            os.close(slave)
-            assert await read_to_eof(client_out) == b"last words\n"
-            await io.wait(5)
-        finally:
-            await io.aclose()
-            fifos.close()
-
-    run(scenario)
+    master, slave = open_pty()
+    io = ConsoleIO(fifos.stdio())
+    io.start(master)
+    _, client_out = fifos.open_client()
+    try:
+        os.write(slave, b"last words\n")
+        os.close(slave)
+        assert read_to_eof(client_out) == b"last words\n"
+        io.wait(5)
+    finally:
+        io.close()
+        fifos.close()
 
 
 def test_output_that_comes_after_a_first_eio_still_arrives(
@@ -157,7 +194,8 @@ def test_output_that_comes_after_a_first_eio_still_arrives(
     import pyrunc.oci.console as console
 
     fifos = Fifos(tmp_path)
-    master, feeder = os.pipe()  # stands in for the pty master: readable when the script has more
+    # Stands in for the pty master: never readable by itself, writable (for the stdin relay).
+    master, feeder = (sock.detach() for sock in socket.socketpair())
     eio = OSError(errno.EIO, "Input/output error")
     script: list[bytes | OSError] = [b"first ", eio, eio, b"late ", eio, b"later", eio]
 
@@ -176,41 +214,54 @@ def test_output_that_comes_after_a_first_eio_still_arrives(
 
     monkeypatch.setattr(console, "os", ScriptedOs())
 
-    async def scenario() -> None:
-        io = ConsoleIO(fifos.stdio())
-        io.start(master)
-        _, client_out = fifos.open_client()
-        try:
-            assert await read_to_eof(client_out) == b"first late later"
-            await io.wait(5)
-        finally:
-            await io.aclose()
-            fifos.close()
-            os.close(feeder)
+    io = ConsoleIO(fifos.stdio())
+    io.start(master)
+    _, client_out = fifos.open_client()
+    try:
+        assert read_to_eof(client_out) == b"first late later"
+        started = time.monotonic()
+        io.wait(5)
+        assert time.monotonic() - started < 2
+    finally:
+        io.close()
+        fifos.close()
+        os.close(feeder)
 
-    run(scenario)
 
+def test_close_cuts_the_eio_pauses_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyrunc.oci.console as console
 
-def test_resize_is_seen_on_the_slave(tmp_path: Path) -> None:
+    monkeypatch.setattr(console, "_EIO_QUIET", 30.0)  # EIO for good: the relay would wait 30 s
     fifos = Fifos(tmp_path)
+    master, slave = open_pty()
+    io = ConsoleIO(fifos.stdio())
+    io.start(master)
+    os.close(slave)
+    time.sleep(0.1)
+    assert len(relay_threads()) == 2
+    started = time.monotonic()
+    io.close()
+    assert time.monotonic() - started < 2  # promptly: without a wakeup it would never return
+    assert relay_threads() == []
+    fifos.close()
 
-    async def scenario() -> None:
-        master, slave = open_pty()
-        io = ConsoleIO(fifos.stdio())
-        io.start(master)
-        try:
-            io.resize(132, 43)
-            rows, cols, _, _ = struct.unpack(
-                "HHHH", fcntl.ioctl(slave, termios.TIOCGWINSZ, bytes(8))
-            )
-            assert (cols, rows) == (132, 43)
-        finally:
-            await io.aclose()
-            os.close(slave)
-            fifos.close()
-        io.resize(80, 24)  # closed: a no-op, as in Go
 
-    run(scenario)
+def test_resize_is_seen_on_the_slave(tmp_path: Path, no_leaks: None) -> None:
+    fifos = Fifos(tmp_path)
+    master, slave = open_pty()
+    io = ConsoleIO(fifos.stdio())
+    io.start(master)
+    try:
+        io.resize(132, 43)
+        rows, cols, _, _ = struct.unpack(
+            "HHHH", fcntl.ioctl(slave, termios.TIOCGWINSZ, bytes(8))
+        )
+        assert (cols, rows) == (132, 43)
+    finally:
+        io.close()
+        os.close(slave)
+        fifos.close()
+    io.resize(80, 24)  # closed: a no-op, as in Go
 
 
 def test_resize_function_sets_the_window_size() -> None:
@@ -224,86 +275,98 @@ def test_resize_function_sets_the_window_size() -> None:
         os.close(slave)
 
 
-def test_megabytes_through_the_tty_arrive_whole_with_a_slow_reader(tmp_path: Path) -> None:
+def test_megabytes_through_the_tty_arrive_whole_with_a_slow_reader(
+        tmp_path: Path, no_leaks: None) -> None:
     fifos = Fifos(tmp_path)
     payload = os.urandom(8 << 20)
+    master, slave = open_pty()
+    io = ConsoleIO(fifos.stdio())
+    io.start(master)
+    _, client_out = fifos.open_client()
 
-    async def scenario() -> bytes:
-        master, slave = open_pty()
-        io = ConsoleIO(fifos.stdio())
-        io.start(master)
-        _, client_out = fifos.open_client()
+    def process() -> None:
+        write_all(slave, payload)
+        os.close(slave)
 
-        async def process() -> None:
-            await write_all(slave, payload)
-            os.close(slave)
-
-        try:
-            _, received = await asyncio.gather(
-                process(), read_to_eof(client_out, chunk_size=20000, pause=0.0005)
-            )
-            return received
-        finally:
-            await io.aclose()
-            fifos.close()
-
-    received = b""
-
-    async def check() -> None:
-        nonlocal received
-        received = await scenario()
-
-    run(check)
+    try:
+        writer = in_thread(process)
+        received = read_to_eof(client_out, chunk_size=20000, pause=0.0005)
+        joined(*writer)
+    finally:
+        io.close()
+        fifos.close()
     assert len(received) == len(payload)
     assert received == payload
 
 
-def test_close_stdin_hangs_up_the_tty_once_the_client_is_gone(tmp_path: Path) -> None:
+def test_close_stdin_hangs_up_the_tty_once_the_client_is_gone(
+        tmp_path: Path, no_leaks: None) -> None:
     # As the Go shim: stdin EOF (our writer dropped by CloseIO, the client's closed) releases
     # the console, so the process sees its terminal hang up.
     fifos = Fifos(tmp_path)
-
-    async def scenario() -> None:
-        master, slave = open_pty()
-        io = ConsoleIO(fifos.stdio())
-        io.start(master)
-        client_in, client_out = fifos.open_client()
-        try:
-            os.write(client_in, b"bye\n")
-            assert await read_exactly(slave, 4) == b"bye\n"
-            os.write(slave, b"output before the hang-up\n")
-            assert await read_exactly(client_out, 26) == b"output before the hang-up\n"
-            os.close(client_in)
-            await asyncio.sleep(0.05)
-            os.write(slave, b"still open\n")  # the client left, CloseIO not yet: no hang-up
-            assert await read_exactly(client_out, 11) == b"still open\n"
-            io.close_stdin()
-            await io.wait(5)
-            assert await read_to_eof(client_out) == b""
-            with pytest.raises(OSError) as raised:
-                os.write(slave, b"x")
-            assert raised.value.errno == errno.EIO
-        finally:
-            await io.aclose()
-            os.close(slave)
-            fifos.close()
-
-    run(scenario)
-
-
-def test_console_file_uri_appends_the_tty_output(tmp_path: Path) -> None:
-    log_file = tmp_path / "logs" / "tty.log"
-
-    async def scenario() -> None:
-        master, slave = open_pty()
-        io = ConsoleIO(Stdio(stdout=f"file://{log_file}", terminal=True))
-        io.start(master)
-        os.write(slave, b"to the log\n")
+    master, slave = open_pty()
+    io = ConsoleIO(fifos.stdio())
+    io.start(master)
+    client_in, client_out = fifos.open_client()
+    try:
+        os.write(client_in, b"bye\n")
+        assert read_exactly(slave, 4) == b"bye\n"
+        os.write(slave, b"output before the hang-up\n")
+        assert read_exactly(client_out, 26) == b"output before the hang-up\n"
+        os.close(client_in)
+        time.sleep(0.05)
+        os.write(slave, b"still open\n")  # the client left, CloseIO not yet: no hang-up
+        assert read_exactly(client_out, 11) == b"still open\n"
+        io.close_stdin()
+        started = time.monotonic()
+        io.wait(5)
+        assert time.monotonic() - started < 2
+        assert relay_threads() == []  # both relays out: the master is closed
+        assert read_to_eof(client_out) == b""
+        with pytest.raises(OSError) as raised:
+            os.write(slave, b"x")
+        assert raised.value.errno == errno.EIO
+    finally:
+        io.close()
         os.close(slave)
-        await io.wait(5)
-        await io.aclose()
+        fifos.close()
 
-    run(scenario)
+
+def test_hang_up_with_containerd_not_reading_neither_spins_nor_hangs(
+        tmp_path: Path, no_leaks: None) -> None:
+    # stdin ends while the output relay waits for room in the stdout fifo: the hang-up's notice
+    # must not keep its poll busy, and close() must still stop it.
+    fifos = Fifos(tmp_path)
+    master, slave = open_pty()
+    io = ConsoleIO(fifos.stdio())
+    io.start(master)
+    client_in, _ = fifos.open_client()  # and a stdout reader that never reads
+    flood = in_thread(lambda: write_all(slave, b"w" * (4 << 20)))
+    time.sleep(0.2)  # the fifo is full, and so is the tty
+    os.close(client_in)
+    io.close_stdin()
+    time.sleep(0.1)
+    (out,) = [t for t in relay_threads() if t.name == "relay-console-out"]
+    assert cpu_while_idle([out], 0.3) < [0.005]
+    started = time.monotonic()
+    io.close()
+    assert time.monotonic() - started < 2  # promptly: without a wakeup it would never return
+    with pytest.raises(OSError) as raised:  # the master is closed: the tty is gone
+        joined(*flood)
+    assert raised.value.errno == errno.EIO
+    os.close(slave)  # only now: the flood may have polled it until the hang-up
+    fifos.close()
+
+
+def test_console_file_uri_appends_the_tty_output(tmp_path: Path, no_leaks: None) -> None:
+    log_file = tmp_path / "logs" / "tty.log"
+    master, slave = open_pty()
+    io = ConsoleIO(Stdio(stdout=f"file://{log_file}", terminal=True))
+    io.start(master)
+    os.write(slave, b"to the log\n")
+    os.close(slave)
+    io.wait(5)
+    io.close()
     assert log_file.read_bytes() == b"to the log\n"
 
 
@@ -312,105 +375,115 @@ def test_console_refuses_a_logging_binary() -> None:
         ConsoleIO(Stdio(stdout="binary:///bin/logger", terminal=True))
 
 
-def test_console_start_names_a_missing_fifo(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        master, slave = open_pty()
-        missing = str(tmp_path / "nope")
-        io = ConsoleIO(Stdio(stdin=missing, stdout=missing, terminal=True))
-        with pytest.raises(OSError, match="nope"):
-            io.start(master)
-        io.close()  # the master was handed over: close() releases it
-        os.close(slave)
-        with pytest.raises(OSError):
-            os.fstat(master)
+def test_console_start_names_a_missing_fifo(tmp_path: Path, no_leaks: None) -> None:
+    master, slave = open_pty()
+    missing = str(tmp_path / "nope")
+    io = ConsoleIO(Stdio(stdin=missing, stdout=missing, terminal=True))
+    with pytest.raises(OSError, match="nope"):
+        io.start(master)
+    io.close()  # the master was handed over: close() releases it
+    io.close()
+    os.close(slave)
+    with pytest.raises(OSError):
+        os.fstat(master)
 
-    run(scenario)
+
+def test_console_close_before_start_is_fine() -> None:
+    io = ConsoleIO(Stdio(stdout="/nonexistent", terminal=True))
+    io.close()
+    io.close()
+    io.resize(80, 24)
 
 
 # --- the console socket ---
 
 
-async def send_master(path: str, fd: int, name: bytes = b"/dev/pts/7") -> None:
+def send_master(path: str, fd: int, name: bytes = b"/dev/pts/7") -> None:
     """What runc does: connect and send the pty's name with the master attached."""
-    loop = asyncio.get_running_loop()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.setblocking(False)
-        await loop.sock_connect(conn, path)
+        conn.connect(path)
         socket.send_fds(conn, [name], [fd])
 
 
-def test_console_socket_receives_a_working_master() -> None:
-    async def scenario() -> None:
-        master, slave = open_pty()
-        with ConsoleSocket() as console_socket:
-            directory = os.path.dirname(console_socket.path)
-            assert len(console_socket.path.encode()) < 108
-            assert console_socket.path.startswith("/tmp/")
-            assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
-            receiving = asyncio.create_task(console_socket.receive_master(5))
-            await send_master(console_socket.path, master)
-            received = await receiving
-        assert not os.path.exists(directory)
-        os.close(master)  # the sender's copy, as runc closes its own
-        try:
-            assert not os.get_blocking(received)
-            assert not os.get_inheritable(received)
-            assert fcntl.fcntl(received, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
-            os.write(slave, b"through the received master\n")
-            assert await read_exactly(received, 28) == b"through the received master\n"
-        finally:
-            os.close(received)
-            os.close(slave)
-
-    run(scenario)
+@pytest.mark.parametrize("order", ["runc first", "receive first"])
+def test_console_socket_receives_a_working_master(order: str) -> None:
+    master, slave = open_pty()
+    with ConsoleSocket() as console_socket:
+        directory = os.path.dirname(console_socket.path)
+        assert len(console_socket.path.encode()) < 108
+        assert console_socket.path.startswith("/tmp/")
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+        if order == "runc first":  # as the Go shim: runc has returned, its message waits
+            send_master(console_socket.path, master)
+            received = console_socket.receive_master(5)
+        else:
+            receiving = in_thread(lambda: console_socket.receive_master(5))
+            time.sleep(0.05)
+            send_master(console_socket.path, master)
+            received = joined(*receiving)  # type: ignore[assignment]
+    assert isinstance(received, int)
+    assert not os.path.exists(directory)
+    os.close(master)  # the sender's copy, as runc closes its own
+    try:
+        assert not os.get_blocking(received)
+        assert not os.get_inheritable(received)
+        assert fcntl.fcntl(received, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+        os.write(slave, b"through the received master\n")
+        assert read_exactly(received, 28) == b"through the received master\n"
+    finally:
+        os.close(received)
+        os.close(slave)
 
 
 def test_console_socket_times_out_and_cleans_up() -> None:
-    async def scenario() -> None:
-        console_socket = ConsoleSocket()
-        directory = os.path.dirname(console_socket.path)
-        before = set(os.listdir("/proc/self/fd"))
+    console_socket = ConsoleSocket()
+    directory = os.path.dirname(console_socket.path)
+    before = set(os.listdir("/proc/self/fd"))
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        console_socket.receive_master(0.1)
+    assert 0.1 <= time.monotonic() - started < 2
+    # A sender that connects and never sends: the connection is closed on the timeout.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(console_socket.path)
         with pytest.raises(TimeoutError):
-            await console_socket.receive_master(0.1)
-        # A sender that connects and never sends: the connection is closed on the timeout.
-        loop = asyncio.get_running_loop()
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.setblocking(False)
-            await loop.sock_connect(conn, console_socket.path)
-            with pytest.raises(TimeoutError):
-                await console_socket.receive_master(0.2)
-            assert await loop.sock_recv(conn, 1) == b""  # hung up on
-        assert set(os.listdir("/proc/self/fd")) == before
-        console_socket.close()
-        console_socket.close()  # twice is fine
-        assert not os.path.exists(directory)
-
-    run(scenario)
+            console_socket.receive_master(0.2)
+        conn.settimeout(5)
+        assert conn.recv(1) == b""  # hung up on
+    assert set(os.listdir("/proc/self/fd")) == before
+    console_socket.close()
+    console_socket.close()  # twice is fine
+    assert not os.path.exists(directory)
 
 
 def test_console_socket_sender_hanging_up_without_a_master_is_an_error() -> None:
-    async def scenario() -> None:
-        with ConsoleSocket() as console_socket:
-            receiving = asyncio.create_task(console_socket.receive_master(5))
-            loop = asyncio.get_running_loop()
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-                conn.setblocking(False)
-                await loop.sock_connect(conn, console_socket.path)
-                await loop.sock_sendall(conn, b"/dev/pts/1")
-            with pytest.raises(ConnectionError):
-                await receiving
-
-    run(scenario)
+    with ConsoleSocket() as console_socket:
+        receiving = in_thread(lambda: console_socket.receive_master(5))
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(console_socket.path)
+            conn.sendall(b"/dev/pts/1")
+        with pytest.raises(ConnectionError):
+            joined(*receiving)
 
 
-def test_console_socket_receive_can_be_cancelled() -> None:
-    # The caller starts receive_master before runc and cancels it if runc fails.
-    async def scenario() -> None:
-        with ConsoleSocket() as console_socket:
-            receiving = asyncio.create_task(console_socket.receive_master(5))
-            await asyncio.sleep(0.01)
-            receiving.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await receiving
-
-    run(scenario)
+@pytest.mark.parametrize("waiting_for", ["a connection", "the message"])
+def test_console_socket_receive_ends_when_closed_from_another_thread(waiting_for: str) -> None:
+    # The caller may receive while runc runs, and give up (close the socket) if runc fails.
+    before = set(os.listdir("/proc/self/fd"))
+    console_socket = ConsoleSocket()
+    directory = os.path.dirname(console_socket.path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        if waiting_for == "the message":
+            conn.connect(console_socket.path)  # and sends nothing
+        receiving = in_thread(lambda: console_socket.receive_master(30))
+        time.sleep(0.1)
+        assert receiving[0].is_alive()
+        started = time.monotonic()
+        console_socket.close()
+        assert time.monotonic() - started < 2  # promptly: without a wakeup it would never return
+        with pytest.raises(ConnectionAbortedError):
+            joined(*receiving, timeout=1)
+    assert not os.path.exists(directory)
+    assert set(os.listdir("/proc/self/fd")) == before
+    with pytest.raises(ConnectionAbortedError):
+        console_socket.receive_master(1)  # closed for good

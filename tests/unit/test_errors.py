@@ -6,7 +6,6 @@ containerd hands these texts on to its users, who know (and match on) the Go shi
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 from pathlib import Path
@@ -177,10 +176,10 @@ def test_start_failure_words_what_any_monitor_raises() -> None:
 class _NoSuchProgram:
     """A ProcessMonitor whose every spawn fails as posix_spawnp does for a missing program."""
 
-    def spawn(self, argv: list[str], **_: object) -> tuple[int, asyncio.Future[object]]:
+    def spawn(self, argv: list[str], **_: object) -> tuple[int, object]:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
 
-    def watch(self, pid: int, since_ns: int = 0) -> asyncio.Future[object]:
+    def watch(self, pid: int, since_ns: int = 0) -> object:
         raise AssertionError("not used")
 
 
@@ -190,13 +189,13 @@ def test_runc_that_cannot_start_is_explained_as_the_go_shim_does(
     runc = Runc(_NoSuchProgram(), root=str(tmp_path / "root"), log=str(log),  # type: ignore[arg-type]
                 binary="no-runc")
     with pytest.raises(RuncError) as failed:
-        asyncio.run(runc.start("c1"))
+        runc.start("c1")
     assert failed.value.message == (
         f"unable to retrieve OCI runtime error (open {log}: no such file or directory): "
         f"{NOT_FOUND}")
     log.write_text("")  # a log with nothing in it: the cause alone
     with pytest.raises(RuncError) as again:
-        asyncio.run(runc.start("c1"))
+        runc.start("c1")
     assert again.value.message == NOT_FOUND
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import threading
 
 import pytest
 
@@ -69,13 +69,11 @@ def test_transitions_only_lead_to_states_that_exist_and_deleted_is_final() -> No
 
 
 def test_wait_returns_once_exited() -> None:
-    async def scenario() -> int:
-        p = new_process()
-        waiter = asyncio.ensure_future(p.wait())
-        await asyncio.sleep(0)
-        assert not waiter.done()
-        p.set_exited(5)
-        await asyncio.wait_for(waiter, 1)
-        return p.exit_status
-
-    assert asyncio.run(scenario()) == 5
+    p = new_process()
+    assert p.wait(0.01) is False
+    waiter = threading.Thread(target=p.wait)
+    waiter.start()
+    p.set_exited(5)
+    waiter.join(1)
+    assert not waiter.is_alive()
+    assert p.wait(0) is True and p.exit_status == 5

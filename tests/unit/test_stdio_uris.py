@@ -1,24 +1,22 @@
 """The stdout URIs of Go's createIO: fifo paths, file:// logs and binary:// logging binaries.
 
 Logging binaries are started through a ProcessMonitor; SpawnMonitor below is a minimal one for
-these tests (posix_spawn, and a pidfd telling when to waitpid), so nothing here needs the shim's
-reaper.
+these tests (shim/spawn.py's posix_spawn, and a thread per child in waitpid), so nothing here
+needs the shim's reaper.
 """
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
 import os
 import signal
+import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
-from pyrunc.oci.monitor import Exit
+from pyrunc.oci.monitor import Exit, ExitWatch
 from pyrunc.oci.stdio import (
     BINARY,
     BINARY_V2,
@@ -29,24 +27,16 @@ from pyrunc.oci.stdio import (
     StdoutURI,
     parse_stdout_uri,
 )
-
-T = TypeVar("T")
-TIMEOUT = 30
-
-
-def run(scenario: Callable[[], Awaitable[T]]) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(scenario(), TIMEOUT)
-
-    return asyncio.run(bounded())
+from pyrunc.shim.spawn import exit_status, spawn
 
 
 class SpawnMonitor:
-    """A ProcessMonitor for tests: posix_spawn, then waitpid once the child's pidfd is
-    readable. Every spawn is remembered so tests can await the exit."""
+    """A ProcessMonitor for tests: shim/spawn.py's spawn, then a thread per child blocked in
+    waitpid(pid) that sets its watch. Every spawn is remembered so tests can wait for the
+    exit."""
 
     def __init__(self) -> None:
-        self.spawned: list[tuple[list[str], Mapping[str, str] | None, asyncio.Future[Exit]]] = []
+        self.spawned: list[tuple[list[str], Mapping[str, str] | None, ExitWatch]] = []
 
     def spawn(
         self,
@@ -57,43 +47,27 @@ class SpawnMonitor:
         stderr: int | None = None,
         env: Mapping[str, str] | None = None,
         extra_fds: Sequence[int] = (),
-    ) -> tuple[int, asyncio.Future[Exit]]:
-        wanted = [(0, stdin), (1, stdout), (2, stderr)]
-        wanted += [(3 + i, fd) for i, fd in enumerate(extra_fds)]
-        dups: list[int] = []
-        actions: list[tuple[int, int, int] | tuple[int, int, str, int, int]] = []
-        try:
-            for target, fd in wanted:
-                if fd is None:
-                    actions.append((os.POSIX_SPAWN_OPEN, target, os.devnull, os.O_RDWR, 0))
-                else:  # above every target first, so no dup2 overwrites another's source
-                    dup = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)
-                    dups.append(dup)
-                    actions.append((os.POSIX_SPAWN_DUP2, dup, target))
-            pid = os.posix_spawn(
-                argv[0], list(argv), dict(os.environ if env is None else env),
-                file_actions=actions, setsigdef=(signal.SIGPIPE,),
-            )
-        finally:
-            for dup in dups:
-                os.close(dup)
-        loop = asyncio.get_running_loop()
-        exited: asyncio.Future[Exit] = loop.create_future()
-        pidfd = os.pidfd_open(pid)
+    ) -> tuple[int, ExitWatch]:
+        pid = spawn(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env,
+                    extra_fds=extra_fds)
+        watch = ExitWatch(pid)
 
         def reap() -> None:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
             _, status = os.waitpid(pid, 0)
-            code = os.waitstatus_to_exitcode(status)
-            exited.set_result(Exit(pid, code if code >= 0 else 128 - code, time.time_ns()))
+            watch.set(Exit(pid, exit_status(status), time.time_ns()))
 
-        loop.add_reader(pidfd, reap)
-        self.spawned.append((list(argv), env, exited))
-        return pid, exited
+        threading.Thread(target=reap, name=f"reap-{pid}", daemon=True).start()
+        self.spawned.append((list(argv), env, watch))
+        return pid, watch
 
-    def watch(self, pid: int, since_ns: int = 0) -> asyncio.Future[Exit]:
+    def watch(self, pid: int, since_ns: int = 0) -> ExitWatch:
         raise NotImplementedError
+
+
+def exited(watch: ExitWatch, timeout: float = 10) -> Exit:
+    exit = watch.wait(timeout)
+    assert exit is not None, "the logger did not exit"
+    return exit
 
 
 def write_logger(tmp_path: Path, body: str) -> Path:
@@ -183,20 +157,18 @@ def test_file_uri_appends_both_streams_creating_file_and_directory(tmp_path: Pat
     log_file = tmp_path / "new" / "dir" / "ctr.log"
     uri = f"file://{log_file}"
 
-    async def scenario() -> None:
-        io = PipeIO(Stdio(stdout=uri, stderr=uri))
-        container = Container(io)
-        io.start()
-        container.write(1, b"out 1\n")
-        await asyncio.sleep(0.05)
-        container.write(2, b"err 1\n")
-        await asyncio.sleep(0.05)
-        container.write(1, b"out 2\n")
-        container.exit()
-        await io.wait(5)
-        await io.aclose()
+    io = PipeIO(Stdio(stdout=uri, stderr=uri))
+    container = Container(io)
+    io.start()
+    container.write(1, b"out 1\n")
+    time.sleep(0.05)
+    container.write(2, b"err 1\n")
+    time.sleep(0.05)
+    container.write(1, b"out 2\n")
+    container.exit()
+    io.wait(5)
+    io.close()
 
-    run(scenario)
     assert log_file.read_bytes() == b"out 1\nerr 1\nout 2\n"
     assert log_file.stat().st_mode & 0o777 == 0o644 & ~_umask()
     assert log_file.parent.stat().st_mode & 0o777 == 0o755 & ~_umask()
@@ -206,16 +178,14 @@ def test_file_uri_appends_to_an_existing_log(tmp_path: Path) -> None:
     log_file = tmp_path / "ctr.log"
     log_file.write_bytes(b"earlier run\n")
 
-    async def scenario() -> None:
-        io = PipeIO(Stdio(stdout=f"file://{log_file}", stderr=f"file://{log_file}"))
-        container = Container(io)
-        await io.start_async()  # the same as start() without a logging binary
-        container.write(2, b"later run\n")
-        container.exit()
-        await io.wait(5)
-        await io.aclose()
+    io = PipeIO(Stdio(stdout=f"file://{log_file}", stderr=f"file://{log_file}"))
+    container = Container(io)
+    io.start()
+    container.write(2, b"later run\n")
+    container.exit()
+    io.wait(5)
+    io.close()
 
-    run(scenario)
     assert log_file.read_bytes() == b"earlier run\nlater run\n"
 
 
@@ -224,15 +194,12 @@ def test_file_uri_that_cannot_be_created_says_why_as_go_does(tmp_path: Path) -> 
     blocker.write_text("")
     uri = f"file://{blocker}/ctr.log"  # a directory that is a file
 
-    async def scenario() -> None:
-        io = PipeIO(Stdio(stdout=uri))
-        Container(io).exit()
-        with pytest.raises(OSError) as failed:
-            io.start()
-        assert str(failed.value) == f"mkdir {blocker}: not a directory"  # Go's MkdirAll
-        await io.aclose()
-
-    run(scenario)
+    io = PipeIO(Stdio(stdout=uri))
+    Container(io).exit()
+    with pytest.raises(OSError) as failed:
+        io.start()
+    assert str(failed.value) == f"mkdir {blocker}: not a directory"  # Go's MkdirAll
+    io.close()
 
 
 # --- binary:// ---
@@ -252,30 +219,29 @@ def test_binary_uri_starts_the_logger_with_both_streams(tmp_path: Path) -> None:
     prefix = tmp_path / "captured"
     uri = f"binary://{logger}?--prefix={prefix}&env.LEVEL=debug"
     monitor = SpawnMonitor()
+    before = open_fds()
 
-    async def scenario() -> int:
-        io = PipeIO(
-            Stdio(stdin=str(tmp_path / "unused-stdin"), stdout=uri, stderr=""),
-            monitor=monitor, container_id="web-1", namespace="k8s.io",
-        )
-        assert io.runc_stdio()[0] is None  # no stdin with a logging binary, as in Go
-        assert io.runc_stdio()[2] is not None  # stderr goes to the logger all the same
-        container = Container(io)
-        await io.start_async()
-        assert (tmp_path / "captured.env").exists()  # ready means the logger ran
-        argv, env, logger_exit = monitor.spawned[0]
-        assert argv == [str(logger), "--prefix", str(prefix)]
-        assert env == {"LEVEL": "debug", "CONTAINER_ID": "web-1", "CONTAINER_NAMESPACE": "k8s.io"}
-        container.write(1, b"to stdout\n")
-        container.write(2, b"to stderr\n")
-        container.exit()
-        # The pipes closed (the process is gone): the logger exits by itself.
-        status = (await asyncio.wait_for(asyncio.shield(logger_exit), 10)).status
-        await io.wait(5)
-        await io.aclose()
-        return status
+    io = PipeIO(
+        Stdio(stdin=str(tmp_path / "unused-stdin"), stdout=uri, stderr=""),
+        monitor=monitor, container_id="web-1", namespace="k8s.io",
+    )
+    assert io.runc_stdio()[0] is None  # no stdin with a logging binary, as in Go
+    assert io.runc_stdio()[2] is not None  # stderr goes to the logger all the same
+    container = Container(io)
+    io.start()  # blocks until the logger is ready
+    assert (tmp_path / "captured.env").exists()  # ready means the logger ran
+    argv, env, logger_exit = monitor.spawned[0]
+    assert argv == [str(logger), "--prefix", str(prefix)]
+    assert env == {"LEVEL": "debug", "CONTAINER_ID": "web-1", "CONTAINER_NAMESPACE": "k8s.io"}
+    container.write(1, b"to stdout\n")
+    container.write(2, b"to stderr\n")
+    container.exit()
+    # The pipes closed (the process is gone): the logger exits by itself, and wait() sees it.
+    io.wait(10)
+    assert exited(logger_exit, 0).status == 0
+    io.close()
+    assert open_fds() == before
 
-    assert run(scenario) == 0
     assert (tmp_path / "captured.out").read_bytes() == b"to stdout\n"
     assert (tmp_path / "captured.err").read_bytes() == b"to stderr\n"
     assert (tmp_path / "captured.env").read_text() == "web-1 k8s.io debug nohome\n"
@@ -285,80 +251,73 @@ def test_binary_logger_that_never_gets_ready_is_killed(tmp_path: Path) -> None:
     logger = write_logger(tmp_path, "exec sleep 100\n")  # keeps fd 5 open, writes nothing
     monitor = SpawnMonitor()
 
-    async def scenario() -> int:
-        io = PipeIO(Stdio(stdout=f"binary://{logger}"), monitor=monitor)
-        Container(io).exit()
-        with pytest.raises(OSError, match=f"binary://{logger}.*not ready"):
-            await io.start_async(ready_timeout=0.3)
-        status = (await asyncio.wait_for(asyncio.shield(monitor.spawned[0][2]), 10)).status
-        await io.aclose()
-        return status
-
-    assert run(scenario) == 128 + signal.SIGKILL
+    io = PipeIO(Stdio(stdout=f"binary://{logger}"), monitor=monitor)
+    Container(io).exit()
+    started = time.monotonic()
+    with pytest.raises(OSError, match=f"binary://{logger}.*not ready"):
+        io.start(ready_timeout=0.3)
+    assert 0.3 <= time.monotonic() - started < 2
+    assert exited(monitor.spawned[0][2]).status == 128 + signal.SIGKILL
+    io.close()
 
 
 def test_binary_logger_closing_fd5_is_ready_but_binary_v2_wants_a_byte(tmp_path: Path) -> None:
     logger = write_logger(tmp_path, "exit 0\n")
 
-    async def scenario() -> None:
-        io = PipeIO(Stdio(stdout=f"binary://{logger}"), monitor=SpawnMonitor())
-        Container(io).exit()
-        await io.start_async()  # EOF on fd 5 counts, as in Go
-        await io.aclose()
+    io = PipeIO(Stdio(stdout=f"binary://{logger}"), monitor=SpawnMonitor())
+    Container(io).exit()
+    io.start()  # EOF on fd 5 counts, as in Go
+    io.close()
 
-        strict = PipeIO(Stdio(stdout=f"binary-v2://{logger}"), monitor=SpawnMonitor())
-        Container(strict).exit()
-        with pytest.raises(OSError, match="without calling ready"):
-            await strict.start_async()
-        await strict.aclose()
-
-    run(scenario)
+    strict = PipeIO(Stdio(stdout=f"binary-v2://{logger}"), monitor=SpawnMonitor())
+    Container(strict).exit()
+    with pytest.raises(OSError, match="without calling ready"):
+        strict.start()
+    strict.close()
 
 
 def test_binary_logger_that_cannot_start_is_named_as_go_does(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-logger"
 
-    async def scenario() -> None:
-        io = PipeIO(Stdio(stdout=f"binary://{missing}"), monitor=SpawnMonitor())
-        Container(io).exit()
-        with pytest.raises(OSError) as failed:
-            await io.start_async()
-        assert str(failed.value) == (  # the Go shim's NewBinaryIO, and os/exec under it
-            f"failed to start binary process: fork/exec {missing}: no such file or directory")
-        await io.aclose()
-
-    run(scenario)
+    io = PipeIO(Stdio(stdout=f"binary://{missing}"), monitor=SpawnMonitor())
+    Container(io).exit()
+    with pytest.raises(OSError) as failed:
+        io.start()
+    assert str(failed.value) == (  # the Go shim's NewBinaryIO, and os/exec under it
+        f"failed to start binary process: fork/exec {missing}: no such file or directory")
+    io.close()
 
 
-def test_aclose_stops_a_logger_that_ignores_eof(tmp_path: Path) -> None:
+def test_close_stops_a_logger_that_ignores_eof(tmp_path: Path) -> None:
     # The pipes are closed and SIGTERM sent, as Go's binaryIO.Close; sleep dies of it.
     logger = write_logger(tmp_path, "echo ok >&5\nexec sleep 100 5>&-\n")
     monitor = SpawnMonitor()
 
-    async def scenario() -> Exit:
-        io = PipeIO(Stdio(stdout=f"binary://{logger}"), monitor=monitor)
-        container = Container(io)
-        await io.start_async()
-        container.exit()
-        await io.wait(0.2)  # the logger does not exit on EOF: wait gives up
-        started = time.monotonic()
-        await io.aclose()
-        assert time.monotonic() - started < 5
-        exited = monitor.spawned[0][2]
-        assert exited.done()
-        return exited.result()
+    io = PipeIO(Stdio(stdout=f"binary://{logger}"), monitor=monitor)
+    container = Container(io)
+    io.start()
+    container.exit()
+    started = time.monotonic()
+    io.wait(0.2)  # the logger does not exit on EOF: wait gives up
+    assert time.monotonic() - started >= 0.2
+    started = time.monotonic()
+    io.close()  # returns once the logger is gone
+    assert time.monotonic() - started < 5
+    logger_exit = monitor.spawned[0][2]
+    assert logger_exit.done()
+    assert logger_exit.result().status == 128 + signal.SIGTERM
 
-    assert run(scenario).status == 128 + signal.SIGTERM
+
+def test_close_before_start_leaves_nothing_with_a_logging_binary(tmp_path: Path) -> None:
+    before = open_fds()
+    io = PipeIO(Stdio(stdout="binary:///bin/true"), monitor=SpawnMonitor())
+    io.close()  # runc's side and ours: no logger was started
+    io.close()
+    assert open_fds() == before
 
 
-def test_start_without_await_refuses_a_logging_binary(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        io = PipeIO(Stdio(stdout="binary:///bin/true"), monitor=SpawnMonitor())
-        with pytest.raises(RuntimeError, match="start_async"):
-            io.start()
-        io.close()
-
-    run(scenario)
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
 
 
 def _umask() -> int:
