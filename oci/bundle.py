@@ -62,9 +62,8 @@ def _is_identifier(value: str) -> bool:
 
 def write_options(bundle: str, options: RuntimeOptions) -> None:
     import json
-    from dataclasses import asdict
 
-    _write_atomic(os.path.join(bundle, OPTIONS_FILE), json.dumps(asdict(options)))
+    _write_atomic(os.path.join(bundle, OPTIONS_FILE), json.dumps(options.as_dict()))
 
 
 def read_options_raw(bundle: str) -> dict[str, Any]:
@@ -89,11 +88,9 @@ def read_options_raw(bundle: str) -> dict[str, Any]:
 
 def read_options(bundle: str) -> RuntimeOptions:
     """The options saved at Create; defaults when the file is missing or unreadable."""
-    from dataclasses import fields
-
     from pyrunc.oci.options import RuntimeOptions
 
-    known = {f.name for f in fields(RuntimeOptions)}
+    known = set(RuntimeOptions._fields)
     return RuntimeOptions(**{k: v for k, v in read_options_raw(bundle).items() if k in known})
 
 

@@ -28,11 +28,11 @@ import select
 import struct
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
 from pyrunc.oci.errors import MessageError, PathError, strerror
+from pyrunc.oci.record import FrozenRecord
 from pyrunc.protos import metrics_v1_pb2, metrics_v2_pb2
 
 __all__ = [
@@ -621,12 +621,16 @@ class CgroupV2(Cgroup):
 # --- finding a process's cgroup ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ProcCgroup:
+class ProcCgroup(FrozenRecord):
     """/proc/<pid>/cgroup: each v1 hierarchy's controllers and path, and the unified path."""
 
+    _fields = ("v1", "unified")
+    __slots__ = _fields
     v1: Mapping[str, str]  # controller (or "name=…") → path inside its hierarchy
     unified: str | None  # the `0::` path, if any
+
+    def __hash__(self) -> int:  # (v1 is a dict)
+        return hash(self.unified)
 
 
 def parse_proc_cgroup(text: str) -> ProcCgroup:

@@ -12,14 +12,12 @@ can be reported after theirs, and refuses new execs once the init is gone.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from pyrunc.oci import bundle as bundles
 from pyrunc.oci.console import ConsoleIO, ConsoleSocket
@@ -29,6 +27,7 @@ from pyrunc.oci.mount import Mount, MountError, mount_all, unmount_all
 from pyrunc.oci.mount import check as check_mount
 from pyrunc.oci.options import CheckpointOpts, RuntimeOptions
 from pyrunc.oci.process import Op, Process, State
+from pyrunc.oci.record import FrozenRecord
 from pyrunc.oci.runc import RuncError, read_pid_file, runc_for
 from pyrunc.oci.stdio import FILE, PipeIO, Stdio
 
@@ -57,23 +56,27 @@ class ContainerError(Exception):
         super().__init__(message)
 
 
-@dataclass(frozen=True)
-class CreateConfig:
+class CreateConfig(FrozenRecord):
+    _fields = ("id", "bundle", "namespace", "rootfs", "stdio", "options", "checkpoint",
+               "parent_checkpoint")
+    __slots__ = _fields
+    _defaults = {"checkpoint": "", "parent_checkpoint": ""}  # noqa: RUF012 -- read only
     id: str
     bundle: str
     namespace: str
     rootfs: Sequence[Mount]
     stdio: Stdio
     options: RuntimeOptions
-    checkpoint: str = ""  # restore from this checkpoint image instead of creating
-    parent_checkpoint: str = ""
+    checkpoint: str  # restore from this checkpoint image instead of creating
+    parent_checkpoint: str
 
 
-@dataclass(eq=False)
 class ExecProcess(Process):
     """An additional process in the container; `spec` is its OCI Process, as JSON."""
 
-    spec: bytes = b""
+    def __init__(self, id: str, stdio: Stdio, *, exec_id: str, spec: bytes = b"") -> None:
+        super().__init__(id, stdio, exec_id=exec_id)
+        self.spec = spec
 
 
 def with_terminal(spec: bytes, terminal: bool) -> bytes:
@@ -327,7 +330,7 @@ class Container:
         self.init.check(Op.CHECKPOINT)
         work = opts.work_path or os.path.join(self.bundle, "criu-work")
         try:
-            self.runc.checkpoint(self.id, dataclasses.replace(opts, work_path=work))
+            self.runc.checkpoint(self.id, opts.replace(work_path=work))
         except RuncError as e:
             raise ContainerError(
                 f"OCI runtime checkpoint failed: {e.message} (criu work path {work})"

@@ -1,42 +1,56 @@
 """The runtime options the OCI side acts on: runc's, as containerd.runc.v1.Options carries them,
 and CRIU's for checkpoint and restore. Kept apart from the bundle helpers so that the short-lived
-`start` and `delete` actions never pay for importing dataclasses."""
+`start` and `delete` actions never pay for loading more than they use."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pyrunc.oci.record import FrozenRecord
 
 
-@dataclass(frozen=True)
-class RuntimeOptions:
+class RuntimeOptions(FrozenRecord):
     """The fields of containerd.runc.v1.Options, as saved in the bundle's options.json."""
 
-    no_pivot_root: bool = False
-    no_new_keyring: bool = False
-    shim_cgroup: str = ""
-    io_uid: int = 0
-    io_gid: int = 0
-    binary_name: str = ""
-    root: str = ""
-    criu_path: str = ""
-    systemd_cgroup: bool = False
-    criu_image_path: str = ""
-    criu_work_path: str = ""
+    _fields = ("no_pivot_root", "no_new_keyring", "shim_cgroup", "io_uid", "io_gid",
+               "binary_name", "root", "criu_path", "systemd_cgroup", "criu_image_path",
+               "criu_work_path")
+    __slots__ = _fields
+    _defaults = {  # noqa: RUF012 -- read only
+        "no_pivot_root": False, "no_new_keyring": False, "shim_cgroup": "", "io_uid": 0,
+        "io_gid": 0, "binary_name": "", "root": "", "criu_path": "", "systemd_cgroup": False,
+        "criu_image_path": "", "criu_work_path": "",
+    }
+    no_pivot_root: bool
+    no_new_keyring: bool
+    shim_cgroup: str
+    io_uid: int
+    io_gid: int
+    binary_name: str
+    root: str
+    criu_path: str
+    systemd_cgroup: bool
+    criu_image_path: str
+    criu_work_path: str
 
 
-@dataclass(frozen=True)
-class CheckpointOpts:
+class CheckpointOpts(FrozenRecord):
     """What `runc checkpoint` and `runc restore` are told about CRIU's job."""
 
+    _fields = ("image_path", "work_path", "exit", "open_tcp", "external_unix_sockets", "terminal",
+               "file_locks", "empty_namespaces", "cgroups_mode")
+    __slots__ = _fields
+    _defaults = {  # noqa: RUF012 -- read only
+        "work_path": "", "exit": False, "open_tcp": False, "external_unix_sockets": False,
+        "terminal": False, "file_locks": False, "empty_namespaces": (), "cgroups_mode": "",
+    }
     image_path: str
-    work_path: str = ""
-    exit: bool = False  # checkpoint only: stop the container afterwards
-    open_tcp: bool = False
-    external_unix_sockets: bool = False
-    terminal: bool = False
-    file_locks: bool = False
-    empty_namespaces: tuple[str, ...] = ()
-    cgroups_mode: str = ""
+    work_path: str
+    exit: bool  # checkpoint only: stop the container afterwards
+    open_tcp: bool
+    external_unix_sockets: bool
+    terminal: bool
+    file_locks: bool
+    empty_namespaces: tuple[str, ...]
+    cgroups_mode: str
 
     def args(self) -> list[str]:
         args = ["--image-path", self.image_path]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from dataclasses import dataclass, field
 
 from pyrunc.oci.errors import quote
 from pyrunc.oci.stdio import Stdio
@@ -91,21 +90,25 @@ class StateError(Exception):
         super().__init__(message)
 
 
-@dataclass
 class Process:
     """What every container process has: identity, stdio, a state and, at the end, an exit."""
 
-    id: str  # the container id for init, the exec id otherwise
-    stdio: Stdio
-    pid: int = 0
-    state: State = State.CREATED
-    exit_status: int = 0
-    exited_at_ns: int = UNSET_EXIT_TIME_NS
-    exec_id: str = ""  # empty for a container's init process
-    # Held from starting the process until its start event is queued; the exit handler takes it
-    # too, so a process's exit is never published ahead of its start.
-    lifecycle: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _exited: threading.Event = field(default_factory=threading.Event, repr=False)
+    def __init__(self, id: str, stdio: Stdio, *, exec_id: str = "") -> None:
+        self.id = id  # the container id for init, the exec id otherwise
+        self.stdio = stdio
+        self.exec_id = exec_id  # empty for a container's init process
+        self.pid = 0
+        self.state = State.CREATED
+        self.exit_status = 0
+        self.exited_at_ns = UNSET_EXIT_TIME_NS
+        # Held from starting the process until its start event is queued; the exit handler
+        # takes it too, so a process's exit is never published ahead of its start.
+        self.lifecycle = threading.Lock()
+        self._exited = threading.Event()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(id={self.id!r}, pid={self.pid}, "
+                f"state={self.state.value}, exit_status={self.exit_status})")
 
     def check(self, op: Op) -> None:
         if op not in ALLOWED[self.state]:

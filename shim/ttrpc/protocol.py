@@ -20,9 +20,6 @@ Looking up services and methods is the server's business (server.py), not the wi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped, unused-ignore]
 
 from pyrunc.protos import status_pb2, ttrpc_pb2
@@ -34,20 +31,26 @@ from .frame import (
     MessageType,
     OversizedFrame,
     OversizedMessageError,
+    Value,
     encode_frame,
     oversized_message,
 )
 from .status import Code, TTRPCError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 # Stream ids are uint32 on the wire; a client that used them all must reconnect.
 _LAST_STREAM_ID = 0xFFFF_FFFF
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1  # google.rpc.Status.code is an int32
 
 
-@dataclass(frozen=True, slots=True)
-class CallRequested:
+class CallRequested(Value):
     """A decoded Request for a handler to answer with respond() or respond_error()."""
 
+    _fields = ("stream_id", "service", "method", "payload", "metadata", "timeout_nano")
+    __slots__ = _fields
     stream_id: int
     service: str
     method: str
@@ -56,21 +59,37 @@ class CallRequested:
     metadata: dict[str, list[str]]
     timeout_nano: int  # time left before the caller's deadline; 0 means none
 
+    def __init__(self, stream_id: int, service: str, method: str, payload: bytes,
+                 metadata: dict[str, list[str]], timeout_nano: int) -> None:
+        super().__init__(stream_id, service, method, payload, metadata, timeout_nano)
 
-@dataclass(frozen=True, slots=True)
-class ProtocolReply:
+    def __hash__(self) -> int:  # (its metadata is a dict)
+        return hash((self.stream_id, self.service, self.method))
+
+
+class ProtocolReply(Value):
     """An error Response the protocol itself produced; the I/O layer just writes `data`."""
 
+    _fields = ("stream_id", "data")
+    __slots__ = _fields
     stream_id: int
     data: bytes
 
+    def __init__(self, stream_id: int, data: bytes) -> None:
+        super().__init__(stream_id, data)
 
-@dataclass(frozen=True, slots=True)
-class ResponseReceived:
+
+class ResponseReceived(Value):
+    _fields = ("stream_id", "status_code", "status_message", "payload")
+    __slots__ = _fields
     stream_id: int
     status_code: int  # 0 when the Response carried no status, as Go servers send on success
     status_message: str
     payload: bytes
+
+    def __init__(self, stream_id: int, status_code: int, status_message: str,
+                 payload: bytes) -> None:
+        super().__init__(stream_id, status_code, status_message, payload)
 
 
 ServerEvent = CallRequested | ProtocolReply
