@@ -1,9 +1,13 @@
 """pyrunc against the Go shim, side by side on one private containerd: `python -m bench.run`.
 
-Five measures, each for both runtimes in the same run, the runtimes alternating (A, B, A, B...):
+Five measures for both runtimes in the same run, the runtimes alternating (A, B, A, B...), and
+one of pyrunc alone:
 
   start       wall time of `ctr run --rm --runtime R IMAGE <id> true`, after warm-up runs
   exec        wall time of `ctr task exec --exec-id X <id> true` on a running container
+  actions     pyrunc's shim binary run as containerd runs it for `start` (a warm parent
+              serving) and `delete` (a torn-down bundle), each against the bare interpreter
+              (`python3 -I -S -c pass`), the three alternating
   memory      K detached `sleep` containers of one runtime: the PSS of everything that exists to
               serve them (the shims, and pyrunc's warm parent), divided by K; threads per shim
   stdout      1 GiB through the container's stdout: `ctr run --rm ... sh -c 'dd ...'`, ctr's
@@ -11,8 +15,9 @@ Five measures, each for both runtimes in the same run, the runtimes alternating 
   concurrent  N `ctr run --rm ... true` launched at once: wall time until the last one exits
 
 Prints a table (ratio pyrunc / Go shim, with a 95% bootstrap interval for the latencies, and
-issue 10's targets), writes every sample, the machine and the date to bench/results/latest.json
-and a chart to bench/results/latest.png (with matplotlib).
+issue 10's targets) and one of the actions (each one's time over the floor, with its interval and
+the target of at most 3 ms), writes every sample, the machine and the date to
+bench/results/latest.json and a chart to bench/results/latest.png (with matplotlib).
 A benchmark, not a test: it fails (exit 1) only if a container could not be run, a measure broke
 or the bench had to clean up after itself, never because a figure is slow.
 """
@@ -23,6 +28,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import operator
 import os
 import random
 import selectors
@@ -58,7 +64,7 @@ RESULTS = REPO / "bench" / "results"
 DEFAULT_JSON = RESULTS / "latest.json"
 DEFAULT_CHART = RESULTS / "latest.png"
 LABELS = {PYRUNC_RUNTIME: "pyrunc", RUNC_RUNTIME: "go shim"}
-MEASURES = ("start", "exec", "memory", "stdout", "concurrent")
+MEASURES = ("start", "exec", "actions", "memory", "stdout", "concurrent")
 SHIM_GONE_TIMEOUT = 15.0
 TASK_PLUGIN = "io.containerd.runtime.v2.task"
 # pyrunc's per-node warm parent, which forks the per-container shims (`python -m pyrunc.shim.warm`).
@@ -127,13 +133,40 @@ def bootstrap_ratio_ci(
     """
     if not a or not b or min(a) <= 0 or min(b) <= 0:
         return None
+    return _bootstrap(a, b, operator.truediv, resamples, seed, level)
+
+
+def bootstrap_difference_ci(
+    a: Sequence[float],
+    b: Sequence[float],
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = BOOTSTRAP_LEVEL,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of median(a) - median(b), resampled as bootstrap_ratio_ci
+    does (the two sets apart); None if either side has no sample."""
+    if not a or not b:
+        return None
+    return _bootstrap(a, b, operator.sub, resamples, seed, level)
+
+
+def _bootstrap(
+    a: Sequence[float],
+    b: Sequence[float],
+    combine: Callable[[float, float], float],
+    resamples: int,
+    seed: int,
+    level: float,
+) -> tuple[float, float]:
     rng = random.Random(seed)
     choices, median = rng.choices, statistics.median
     a, b = list(a), list(b)
     na, nb = len(a), len(b)
-    ratios = sorted(median(choices(a, k=na)) / median(choices(b, k=nb)) for _ in range(resamples))
+    values = sorted(
+        combine(median(choices(a, k=na)), median(choices(b, k=nb))) for _ in range(resamples)
+    )
     tail = (1 - level) / 2
-    return percentile(ratios, tail), percentile(ratios, 1 - tail)
+    return percentile(values, tail), percentile(values, 1 - tail)
 
 
 def progress(message: str) -> None:
@@ -930,6 +963,249 @@ def measure_concurrent(ctx: Ctx, n: int, rounds: int) -> Json:
     }
 
 
+# ---- start and delete against the interpreter's floor --------------------------------------
+
+# Issue 10, point 4: containerd runs the shim binary for `start` and for `delete` on the path of
+# every container; each may take at most this much longer than the bare interpreter it starts.
+ACTION_TARGET_MS = 3.0
+ACTION_WARMUP_RUNS = 5
+# Rounds until a start was served by a warm parent count as warm-ups too, for at most this long
+# (the warm parent that the first container started may still be loading).
+ACTION_WARM_PARENT_WAIT = 20.0
+ACTION_KINDS = ("floor", "start", "delete")
+# The floor's place in each round, turn by turn: whatever the untimed steps between two timed
+# runs leave behind (a shim exiting, files removed) falls on each kind alike.
+ACTION_ORDERS = (
+    ("floor", "start", "delete"),
+    ("start", "floor", "delete"),
+    ("start", "delete", "floor"),
+)
+FLOOR_CODE = "pass"
+
+
+def interpreter_of(binary: str) -> str:
+    """The interpreter a `#!` script starts (pyrunc's shim binary is such a launcher), or
+    sys.executable for a binary that is not a script."""
+    with open(binary, "rb") as f:
+        head = f.read(256)
+    words = head[2:].partition(b"\n")[0].split() if head.startswith(b"#!") else []
+    return words[0].decode() if words else sys.executable
+
+
+def shim_environment(ctd: Containerd) -> dict[str, str]:
+    """The environment containerd gives the shim binary: its own, plus what containerd 1.6's
+    runtime/v2/shim Command adds (GOMAXPROCS, TTRPC_ADDRESS, GRPC_ADDRESS, NAMESPACE)."""
+    raw = read_bytes(f"/proc/{ctd.pid}/environ").decode(errors="replace")
+    env = dict(e.partition("=")[::2] for e in raw.split("\0") if "=" in e) or dict(os.environ)
+    env.update(
+        GOMAXPROCS="2",
+        TTRPC_ADDRESS=ctd.ttrpc_address,
+        GRPC_ADDRESS=ctd.address,
+        NAMESPACE=ctd.namespace,
+    )
+    return env
+
+
+def timed_process(
+    argv: Sequence[str], cwd: str, env: Mapping[str, str]
+) -> tuple[float, int, bytes]:
+    """Run `argv` to its end as containerd runs a shim action (in `cwd`, stdin /dev/null) and
+    return (seconds, exit status, stdout and stderr together).
+
+    The clock runs from just before the process is started until waitpid has reaped it: its
+    whole life, the interpreter's start-up and exit included, which is what containerd waits
+    for. The output goes to a memfd, read afterwards, so that nothing is drained meanwhile.
+    """
+    out = os.memfd_create("bench-action")
+    try:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=out)
+        status = proc.wait()
+        seconds = time.perf_counter() - t0
+        os.lseek(out, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(out, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(out)
+    return seconds, status, b"".join(chunks)
+
+
+def alive(pid: int) -> bool:
+    state = read_bytes(f"/proc/{pid}/stat").rpartition(b")")[2].split()[:1]
+    return bool(state) and state[0] not in (b"Z", b"X")
+
+
+def stop_listener(path: str, timeout: float = 10.0) -> Json:
+    """End the shim that `start` left serving on the unix socket `path`, as Shutdown would:
+    SIGTERM (the shim then removes its socket and exits), SIGKILL if it is still there after
+    `timeout`; then remove the socket file if it is left. Which pids held the socket, and
+    whether a warm parent had forked them."""
+    procs = processes()
+    holders = sorted(socket_holders(procs, listening_sockets({path})))
+    warm = set(warm_parents(procs))
+    for sig in (15, 9):  # SIGTERM, then SIGKILL
+        for pid in holders:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while any(map(alive, holders)) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if not any(map(alive, holders)):
+            break
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return {
+        "shims": holders,
+        "forked": bool(holders) and all(procs[pid].ppid in warm for pid in holders),
+    }
+
+
+def prepare_bundle(path: Path, spec: bytes) -> None:
+    """A bundle as containerd lays it out before `start`: the spec, an empty rootfs and the
+    `log` fifo. (Nobody reads the fifo here: a shim then logs nowhere.)"""
+    path.mkdir()
+    (path / "config.json").write_bytes(spec)
+    (path / "rootfs").mkdir()
+    os.mkfifo(path / "log", 0o600)
+
+
+def tear_down_bundle(path: Path) -> None:
+    """What Create and a normal teardown leave in the bundle besides `address` (which `start`
+    wrote): the shim's options.json and runtime files (default options, as most containers
+    have), runc's init.pid and log.json."""
+    from pyrunc.oci import bundle
+    from pyrunc.oci.options import RuntimeOptions
+
+    bundle.write_options(str(path), RuntimeOptions())
+    bundle.write_runtime(str(path), "runc")
+    (path / bundle.INIT_PID_FILE).write_text("4242")
+    (path / "log.json").write_bytes(b"")
+
+
+def time_actions(
+    binary: str,
+    runs: int,
+    *,
+    address: str,
+    namespace: str,
+    publish_binary: str,
+    env: Mapping[str, str],
+    spec: bytes,
+    workdir: Path,
+    new_id: Callable[[], str],
+    socket_path: Callable[[str], str],
+    warm_parent_wait: float = ACTION_WARM_PARENT_WAIT,
+) -> Json:
+    """Rounds of three timed runs: the bare interpreter (`python3 -I -S -c pass`, with the
+    interpreter `binary` starts), `binary ... start` in a fresh bundle, and, once the shim that
+    start left is gone and the bundle looks like a torn-down one, `binary ... delete` on it. The
+    command lines, working directory and environment are containerd's. Returns every sample,
+    warm-ups included; the bundles and shims are removed as it goes."""
+    floor = [interpreter_of(binary), "-I", "-S", "-c", FLOOR_CODE]
+    common = [binary, "-namespace", namespace, "-address", address, "-publish-binary",
+              publish_binary]
+    samples: list[Json] = []
+    workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    measured = 0
+    served_once = False
+    i = 0
+    try:
+        while measured < runs:
+            warmup = i < ACTION_WARMUP_RUNS or (
+                not served_once and time.monotonic() - t0 < warm_parent_wait)
+            cid = new_id()
+            path = workdir / cid
+            prepare_bundle(path, spec)
+            sock = socket_path(cid)
+            argv = {
+                "floor": floor,
+                "start": [*common, "-id", cid, "start"],
+                "delete": [*common, "-id", cid, "-bundle", str(path), "delete"],
+            }
+            line = []
+            try:
+                for kind in ACTION_ORDERS[i % len(ACTION_ORDERS)]:
+                    seconds, status, output = timed_process(argv[kind], str(path), env)
+                    sample: Json = {"what": kind, "round": i, "warmup": warmup, "id": cid,
+                                    "seconds": seconds, "exit_status": status}
+                    expected = {"start": f"unix://{sock}\n".encode()}.get(kind)
+                    ok = status == 0 and (output == expected if expected else True)
+                    if kind == "delete":  # a DeleteResponse: its pid, or its exit status first
+                        ok = ok and output[:1] in (b"\x08", b"\x10")
+                    if not ok:
+                        sample["error"] = f"exit {status}: {output[-600:]!r}"
+                    sample["ok"] = ok
+                    if kind == "start":
+                        stopped = stop_listener(sock)
+                        sample.update(stopped)
+                        served_once = served_once or stopped["forked"]
+                        tear_down_bundle(path)
+                    samples.append(sample)
+                    note = "" if ok else " FAILED"
+                    if ok and kind == "start" and not sample["forked"]:
+                        note = " (slow path: no warm parent answered)"
+                    line.append(f"{kind} {seconds * 1000:.1f} ms{note}")
+            finally:
+                shutil.rmtree(path, ignore_errors=True)
+            if not warmup:
+                measured += 1
+            if warmup or measured % 25 == 0 or measured == runs:
+                kind_ = "warm-up" if warmup else f"{measured}/{runs}"
+                progress(f"  actions {kind_}: " + ", ".join(line))
+            i += 1
+    finally:
+        with contextlib.suppress(OSError):
+            workdir.rmdir()
+    counted = {kind: action_seconds(samples, kind) for kind in ACTION_KINDS}
+    slow = [s["seconds"] for s in samples if s["what"] == "start" and not s.get("warmup")
+            and s.get("ok") and not s.get("forked")]
+    return {
+        "binary": binary,
+        "floor_argv": floor,
+        "warmup_rounds": sum(1 for s in samples if s["what"] == "floor" and s["warmup"]),
+        "summary": {kind: summarize(values) for kind, values in counted.items()},
+        "slow_starts": summarize(slow),
+        "samples": samples,
+        **failed_note([{**s, "runtime": s["what"]} for s in samples]),
+    }
+
+
+def action_seconds(samples: list[Json], kind: str) -> list[float]:
+    """The figures of `kind` that count: successful, warm-ups left out, and for `start` only
+    those a warm parent served (as it serves all but a node's first container)."""
+    return [
+        s["seconds"]
+        for s in samples
+        if s["what"] == kind and not s.get("warmup") and s.get("ok", True)
+        and (kind != "start" or s.get("forked"))
+    ]
+
+
+def measure_actions(ctx: Ctx, runs: int) -> Json:
+    """time_actions() for pyrunc's binary as this containerd finds it, with containerd's
+    address, namespace and environment; the bundles live below its base directory."""
+    ctd = ctx.ctd
+    binary = Path(ctd.shim_path_dir) / PYRUNC_SHIM
+    if not binary.exists():
+        raise FileNotFoundError(f"{binary}: no pyrunc shim binary to time")
+    spec = ctd.ctr("oci", "spec").stdout  # containerd's default spec, as config.json
+    return time_actions(
+        str(binary),
+        runs,
+        address=ctd.address,
+        namespace=ctd.namespace,
+        publish_binary=shutil.which(ctd.containerd_binary) or ctd.containerd_binary,
+        env=shim_environment(ctd),
+        spec=spec,
+        workdir=ctd.base / "bench-actions",
+        new_id=lambda: ctx.shims.new_id("act"),
+        socket_path=ctd.shim_socket_path,
+    )
+
+
 # ---- the machine ---------------------------------------------------------------------------
 
 
@@ -1206,6 +1482,120 @@ def markdown_table(table_rows: list[Row], runtimes: tuple[str, str]) -> str:
     return "\n".join(text)
 
 
+@dataclass
+class FloorRow:
+    """One line of the table of `start` and `delete` against the interpreter's floor: a time in
+    milliseconds of pyrunc alone (no second runtime, no ratio)."""
+
+    key: str
+    name: str
+    ms: float | None
+    samples: tuple[int, ...]  # the action's count, and the floor's for a difference
+    ci95: tuple[float, float] | None = None  # of the difference, in ms
+    target: float | None = None  # ms; the interval's upper end is held against it
+
+    @property
+    def compared(self) -> float | None:
+        return self.ci95[1] if self.ci95 is not None else self.ms
+
+    @property
+    def met(self) -> bool | None:
+        c = self.compared
+        return None if c is None or self.target is None else c <= self.target
+
+    def cells(self) -> tuple[str, ...]:
+        return (
+            self.name,
+            "failed" if self.ms is None else f"{self.ms:.2f}",
+            "-" if self.ci95 is None else f"[{self.ci95[0]:.2f}, {self.ci95[1]:.2f}]",
+            "/".join(map(str, self.samples)),
+            "-" if self.target is None else f"≤ {self.target:g} ms",
+            {None: "-", True: "yes", False: "no"}[self.met],
+        )
+
+    def as_json(self) -> Json:
+        return {
+            "key": self.key,
+            "measure": self.name,
+            "unit": "ms",
+            "ms": self.ms,
+            "samples": list(self.samples),
+            "ci95": list(self.ci95) if self.ci95 else None,
+            "compared": self.compared,
+            "target": self.target,
+            "met": self.met,
+        }
+
+
+FLOOR_HEADER = ("measure", "ms", "95% interval", "runs", "target", "met")
+
+
+def action_rows(result: Json) -> list[FloorRow]:
+    """The medians of the floor and of both actions, and each action's median minus the floor's
+    with its bootstrap interval and issue 10's target; [] if the measure was not asked for."""
+    if "actions" not in result["options"]["only"]:
+        return []
+    samples = result.get("actions", {}).get("samples", [])
+    seconds = {kind: action_seconds(samples, kind) for kind in ACTION_KINDS}
+
+    def median_ms(values: list[float]) -> float | None:
+        return statistics.median(values) * 1000 if values else None
+
+    out = [
+        FloorRow("floor_median", "floor `python3 -I -S -c pass`, median", median_ms(
+            seconds["floor"]), (len(seconds["floor"]),)),
+        FloorRow("start_action_median", "`start`, a warm parent serving, median", median_ms(
+            seconds["start"]), (len(seconds["start"]),)),
+        FloorRow("delete_action_median", "`delete` of a torn-down bundle, median", median_ms(
+            seconds["delete"]), (len(seconds["delete"]),)),
+    ]
+    slow = result.get("actions", {}).get("slow_starts", {})
+    if slow.get("runs"):
+        out.append(FloorRow("start_slow_median", "`start` the slow way (no warm parent), median",
+                            slow["median"] * 1000, (slow["runs"],)))
+    floor = seconds["floor"]
+    for kind in ("start", "delete"):
+        action = seconds[kind]
+        ci = bootstrap_difference_ci(action, floor)
+        difference = (
+            (statistics.median(action) - statistics.median(floor)) * 1000
+            if action and floor
+            else None
+        )
+        out.append(FloorRow(
+            f"{kind}_minus_floor",
+            f"{kind} action − floor",  # noqa: RUF001 -- the minus sign, as issue 10 writes it
+            difference,
+            (len(action), len(floor)),
+            ci95=(ci[0] * 1000, ci[1] * 1000) if ci else None,
+            target=ACTION_TARGET_MS,
+        ))
+    return out
+
+
+def floor_table(floor_rows: list[FloorRow]) -> str:
+    lines_ = [FLOOR_HEADER, *(r.cells() for r in floor_rows)]
+    widths = [max(len(line[i]) for line in lines_) for i in range(len(FLOOR_HEADER))]
+    text = [
+        " | ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines_
+    ]
+    text.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(text)
+
+
+def floor_markdown_table(floor_rows: list[FloorRow]) -> str:
+    return "\n".join([
+        "| " + " | ".join(FLOOR_HEADER) + " |",
+        "|---" + "|---:" * (len(FLOOR_HEADER) - 1) + "|",
+        *("| " + " | ".join(r.cells()) + " |" for r in floor_rows),
+    ])
+
+
+
 def chart(result: Json, table_rows: list[Row], runtimes: tuple[str, str], path: Path) -> str:
     """Draw the ratios (top) and every sample of each measure (bottom) to `path`; return a note
     if it could not be drawn."""
@@ -1226,7 +1616,7 @@ def chart(result: Json, table_rows: list[Row], runtimes: tuple[str, str], path: 
         ("concurrent", f"{options['concurrent']} at once (s)", lambda s: s["seconds"], "s"),
     ]
     panels = [p for p in panels if p[0] in result]
-    bottom = len(panels) + (1 if "memory" in result else 0)
+    bottom = len(panels) + (1 if "memory" in result else 0) + (1 if "actions" in result else 0)
     ratio_rows = [r for r in table_rows if r.target is not None]
     fig = plt.figure(figsize=(max(11.0, 2.6 * bottom), 4.0 + 0.42 * len(ratio_rows)))
     grid = fig.add_gridspec(2, max(bottom, 1), height_ratios=[0.35 * len(ratio_rows) + 1, 2.4])
@@ -1290,6 +1680,7 @@ def chart(result: Json, table_rows: list[Row], runtimes: tuple[str, str], path: 
         pax.tick_params(axis="y", labelsize=8)
     if "memory" in result:
         pax = fig.add_subplot(grid[1, col])
+        col += 1
         measured = {m.get("ksm", False) for m in result["memory"].get("runs", [])}
         groups = [(k, on) for on in options.get("ksm", [False]) if on in measured
                   for k in options["containers"]]
@@ -1321,6 +1712,23 @@ def chart(result: Json, table_rows: list[Row], runtimes: tuple[str, str], path: 
         pax.set_title("PSS per container (MiB)", fontsize=9)
         pax.legend(fontsize=7)
         pax.tick_params(axis="y", labelsize=8)
+    if "actions" in result:
+        pax = fig.add_subplot(grid[1, col])
+        samples = [s for s in result["actions"].get("samples", []) if not s.get("warmup")]
+        medians = {}
+        for x, kind in enumerate(ACTION_KINDS):
+            ys = [v * 1000 for v in action_seconds(samples, kind)]
+            xs = [x + (i % 7 - 3) * 0.04 for i in range(len(ys))]
+            pax.scatter(xs, ys, s=6, color=("#777777", *colors.values())[x], alpha=0.5)
+            if ys:
+                medians[kind] = statistics.median(ys)
+                pax.hlines(medians[kind], x - 0.3, x + 0.3, color="black")
+        pax.set_xticks(range(len(ACTION_KINDS)), ["python -IS", "start", "delete"], fontsize=8)
+        pax.set_ylim(bottom=0)
+        over = ", ".join(f"{kind} +{medians[kind] - medians['floor']:.1f}"
+                         for kind in ("start", "delete") if kind in medians and "floor" in medians)
+        pax.set_title(f"actions vs the floor (ms){': ' + over if over else ''}", fontsize=9)
+        pax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -1339,6 +1747,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add = parser.add_argument
     add("--runs", type=int, help="measured start and exec runs per runtime (40)")
+    add("--action-runs", type=int,
+        help="measured rounds of the floor, `start` and `delete` for the actions measure (200)")
     add("--containers", help="container counts K for the memory measure (1,20)")
     add("--concurrent", type=int, help="containers started at once (50)")
     add("--rounds", type=int, help="rounds of the concurrent measure per runtime (2)")
@@ -1354,12 +1764,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add(
         "--quick",
         action="store_true",
-        help="smoke check, small counts everywhere: --runs 5 --containers 1,3 --concurrent 5 "
-        "--rounds 1 --stdout-mib 64 --stdout-runs 1 (options given explicitly win)",
+        help="smoke check, small counts everywhere: --runs 5 --action-runs 30 --containers 1,3 "
+        "--concurrent 5 --rounds 1 --stdout-mib 64 --stdout-runs 1 (options given explicitly "
+        "win)",
     )
     args = parser.parse_args(argv)
     defaults: Json = {
         "runs": 40,
+        "action_runs": 200,
         "containers": "1,20",
         "concurrent": 50,
         "rounds": 2,
@@ -1368,7 +1780,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     }
     if args.quick:
         defaults.update(
-            runs=5, containers="1,3", concurrent=5, rounds=1, stdout_mib=64, stdout_runs=1
+            runs=5, action_runs=30, containers="1,3", concurrent=5, rounds=1, stdout_mib=64,
+            stdout_runs=1,
         )
     for name, value in defaults.items():
         if getattr(args, name) is None:
@@ -1381,7 +1794,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--only: unknown measure(s) {sorted(unknown)}; known: {', '.join(MEASURES)}")
     if args.runtime_a == args.runtime_b:
         parser.error("--runtime-a and --runtime-b must differ")
-    numbers = [args.runs, args.concurrent, args.rounds, args.stdout_mib, args.stdout_runs]
+    numbers = [args.runs, args.action_runs, args.concurrent, args.rounds, args.stdout_mib,
+               args.stdout_runs]
     if min(numbers) < 1 or not args.containers or min(args.containers) < 1:
         parser.error("every count must be at least 1")
     return args
@@ -1400,6 +1814,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "options": {
             "runs": args.runs,
+            "action_runs": args.action_runs,
             "containers": args.containers,
             "concurrent": args.concurrent,
             "rounds": args.rounds,
@@ -1425,6 +1840,12 @@ def main(argv: list[str] | None = None) -> int:
             "exec",
             f"exec latency: {WARMUP_RUNS} warm-up + {args.runs} runs each",
             lambda ctx: measure_exec(ctx, args.runs),
+        ),
+        (
+            "actions",
+            f"start and delete against the interpreter's floor: {ACTION_WARMUP_RUNS} warm-up + "
+            f"{args.action_runs} rounds",
+            lambda ctx: measure_actions(ctx, args.action_runs),
         ),
         (
             "memory",
@@ -1500,20 +1921,31 @@ def main(argv: list[str] | None = None) -> int:
     }
     t_report = time.monotonic()
     table_rows = rows(result, runtimes)
+    floor_rows = action_rows(result)
     result["bootstrap"]["seconds"] = round(time.monotonic() - t_report, 2)
     result["ratios"] = [r.as_json() for r in table_rows]
     result["table"] = table(table_rows, runtimes)
     result["markdown_table"] = markdown_table(table_rows, runtimes)
+    if floor_rows:
+        result["action_rows"] = [r.as_json() for r in floor_rows]
+        result["actions_table"] = floor_table(floor_rows)
+        result["actions_markdown_table"] = floor_markdown_table(floor_rows)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     note = chart(result, table_rows, runtimes, args.chart)
     print()
-    print(result["table"])
-    targets = [r for r in table_rows if r.target is not None]
+    if table_rows:
+        print(result["table"])
+    if floor_rows:
+        floor = " ".join(result.get("actions", {}).get("floor_argv", ["python3", "-I", "-S"]))
+        print(f"\n{label(PYRUNC_RUNTIME)}'s start and delete against the floor ({floor}):")
+        print(result["actions_table"])
+    everything: list[Row | FloorRow] = [*table_rows, *floor_rows]
+    targets = [r for r in everything if r.target is not None]
     met = sum(1 for r in targets if r.met)
     print(
         f"\ntargets met: {met} of {len(targets)} "
-        "(a latency ratio by the upper end of its 95% interval)"
+        "(a latency ratio or an action's time over the floor by the upper end of its 95% interval)"
     )
     if new_warm:
         print(f"note: pyrunc warm parent(s) of this run still running: {new_warm}")

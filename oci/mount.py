@@ -10,7 +10,8 @@ system (through libc, so that no helper process is needed).
 from __future__ import annotations
 
 import errno
-import os
+
+from pyrunc.oci.bundle import normpath  # os.path.normpath without os: `delete` imports this
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -240,7 +241,7 @@ def mount_all(mounts: Sequence[Mount], target: str) -> None:
 
 def mount_points_below(path: str, mountinfo: str) -> list[str]:
     """Mount points at or below path, from /proc/self/mountinfo text, deepest and latest first."""
-    path = os.path.normpath(path)
+    path = normpath(path)
     found: list[str] = []
     for line in mountinfo.splitlines():
         fields = line.split()

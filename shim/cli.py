@@ -149,8 +149,31 @@ def run(*, namespace: str, id: str, address: str, publish_binary: str, bundle: s
 def main() -> None:
     values = parse_go_flags(sys.argv[1:])
     if values is not None:
-        sys.exit(run(**values))
+        code = run(**values)
+        if values["action"] in ACTIONS and not (values["version"] or values["info"]):
+            _exit(code)
+        sys.exit(code)
     _click_command()(prog_name=binary_name_of(runtime_name_of(sys.argv[0])))
+
+
+def _exit(code: int) -> None:
+    """End `start` or `delete` without the interpreter's finalization, which costs about 1.2 ms,
+    more than a third of what each may take over the bare interpreter, and does nothing for them:
+    they hold no buffered files and leave no threads behind. What an ordinary exit would still
+    do, they do first: run the atexit handlers (as a rare path may have registered one) and
+    flush stdout and stderr. If the flush fails (containerd closed the pipe), the ordinary exit
+    reports it as it always did."""
+    import atexit
+    import posix  # the C module behind os, loaded with the interpreter
+
+    atexit._run_exitfuncs()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except BaseException:
+        sys.exit(code)
+    posix._exit(code)
 
 
 def _click_command() -> Any:

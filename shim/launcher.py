@@ -37,7 +37,11 @@ def site_paths() -> list[str]:
 
 
 def launcher_text(executable: str, paths: list[str]) -> str:
-    """The launcher's source; ValueError if the interpreter's path cannot be a `#!` line."""
+    """The launcher's source; ValueError if the interpreter's path cannot be a `#!` line.
+
+    The paths go after the standard library's, where `site` puts them. In front they would save
+    about 30 µs a run (the interpreter would not look for pyrunc in lib-dynload first), and let
+    anything installed there shadow a standard module."""
     shebang = f"#!{executable} -IS"
     if len(shebang) > SHEBANG_MAX or any(c.isspace() for c in executable):
         from pyrunc.oci.errors import quote

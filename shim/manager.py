@@ -13,20 +13,27 @@ rootfs, and prints a binary DeleteResponse (exit status 137, as the Go shim repo
 from __future__ import annotations
 
 import errno
-import os
-import posixpath
+import posix
 import sys
 import time
 
 from pyrunc.oci import bundle as bundles
+from pyrunc.oci.bundle import join
 
 # These two actions run for every container, so they import as little as they can: no logging,
-# typing, dataclasses, threading or protobuf; socket and hashlib only where needed.
+# typing, dataclasses, threading or protobuf; socket and hashlib only where needed; and no `os`
+# (about 1 ms with the collections.abc it loads; `start` still gets it through shim/warm.py):
+# `posix`, the C module behind it, and the path functions of oci/bundle.py do instead, and os is
+# imported where a rarer path needs more of it. Both end through cli._exit.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import _socket
+    from typing import Any
 
 SOCKET_DIR = "/run/containerd/s"
+# oci.runc.DEFAULT_RUNC_ROOT (a unit test holds the two together): `delete` loads oci/runc.py only
+# when runc still has the container.
+RUNC_ROOT = "/run/containerd/runc"
 MAX_SOCKET_PATH = 106  # sun_path is 108 bytes with its NUL; Go refuses longer than 106
 ADDRESS_FILE = "address"
 SIGKILL_STATUS = 128 + 9
@@ -34,7 +41,7 @@ SIGKILL_STATUS = 128 + 9
 
 def socket_address(containerd_address: str, namespace: str, group: str) -> str:
     """`unix:///run/containerd/s/<sha256 of address/namespace/group>`, as the Go shim names it."""
-    joined = posixpath.normpath(posixpath.join(containerd_address, namespace, group))
+    joined = bundles.normpath(join(containerd_address, namespace, group))
     return f"unix://{SOCKET_DIR}/{sha256_hex(joined.encode())}"
 
 
@@ -54,7 +61,7 @@ def _warn(message: str) -> None:
 
 def _unlink(path: str) -> None:
     try:  # noqa: SIM105 -- contextlib is one more import on the hot path
-        os.unlink(path)
+        posix.unlink(path)
     except OSError:
         pass
 
@@ -77,17 +84,21 @@ def bind_socket(path: str) -> _socket.socket:
                            f"{quote(path)}: unix socket path too long (> {MAX_SOCKET_PATH})")
     import _socket
 
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    directory = bundles.dirname(path)
+    if not bundles.is_dir(directory):  # (os.makedirs leaves an existing one as it is)
+        import os
+
+        os.makedirs(directory, mode=0o700, exist_ok=True)
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
+    old_umask = posix.umask(0o177)
     try:
         sock.bind(path)
     except BaseException:
         sock.close()
         raise
     finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
+        posix.umask(old_umask)
+    posix.chmod(path, 0o600)
     sock.listen(128)
     return sock
 
@@ -107,17 +118,17 @@ def can_connect(path: str, timeout: float = 1.0) -> bool:
 
 
 def write_address(bundle: str, address: str) -> None:
-    path = os.path.join(bundle, ADDRESS_FILE)
+    path = join(bundle, ADDRESS_FILE)
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         f.write(address)
-    os.replace(tmp, path)
+    posix.replace(tmp, path)
 
 
 def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: str = "",
           runtime: str = "io.containerd.pyrunc.v1") -> int:
     """The `start` action. Prints the address; returns the exit code."""
-    bundle = os.getcwd()
+    bundle = posix.getcwd()
     try:
         bundles.validate_id("container", id)
         if not namespace:
@@ -147,7 +158,7 @@ def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: st
         try:
             _adjust_oom_score(child)
         except BaseException:
-            os.kill(child, 9)  # SIGKILL, without importing signal
+            posix.kill(child, 9)  # SIGKILL, without importing signal
             _unlink(path)
             raise
     except (OSError, ValueError) as e:
@@ -167,7 +178,7 @@ def _listen_or_join(path: str) -> _socket.socket | None:
             raise
     if can_connect(path):
         return None
-    os.unlink(path)  # a stale socket of a shim that died
+    posix.unlink(path)  # a stale socket of a shim that died
     return bind_socket(path)
 
 
@@ -186,7 +197,7 @@ def _start_shim(listener: _socket.socket, *, namespace: str, id: str, address: s
         try:
             apply_start_options(pid, options)
         except BaseException:
-            os.kill(pid, 9)
+            posix.kill(pid, 9)
             raise
         warm.spawn_warm_parent()
     return pid
@@ -237,6 +248,8 @@ def apply_start_options(pid: int, data: bytes) -> None:
 
 def move_to_cgroup(pid: int, path: str, root: str = "/sys/fs/cgroup") -> None:
     """Put pid into cgroup `path` of every hierarchy that has it (v1), or of the unified one."""
+    import os
+
     relative = path.strip("/")
     targets = [os.path.join(root, relative)]
     if not os.path.exists(os.path.join(root, "cgroup.controllers")):  # v1 or hybrid
@@ -256,7 +269,7 @@ def move_to_cgroup(pid: int, path: str, root: str = "/sys/fs/cgroup") -> None:
 def _adjust_oom_score(pid: int) -> None:
     """The shim should be killed before containerd: containerd's oom_score_adj plus one."""
     try:
-        with open(f"/proc/{os.getppid()}/oom_score_adj") as f:
+        with open(f"/proc/{posix.getppid()}/oom_score_adj") as f:
             score = int(f.read().strip())
         with open(f"/proc/{pid}/oom_score_adj", "w") as f:
             f.write(str(min(score + 1, 1000)))
@@ -272,11 +285,11 @@ def _remove_dead_socket(bundle: str) -> None:
     """A shim killed outright leaves its socket file; the Go shim leaves it there for good
     (containerd#5173). Remove it, unless a shim still answers on it (a pod's other containers)."""
     try:
-        with open(os.path.join(bundle, ADDRESS_FILE)) as f:
+        with open(join(bundle, ADDRESS_FILE)) as f:
             path = path_of(f.read().strip())
     except OSError:
         return
-    if path.startswith(SOCKET_DIR + "/") and os.path.exists(path) and not can_connect(path):
+    if path.startswith(SOCKET_DIR + "/") and bundles.exists(path) and not can_connect(path):
         _unlink(path)
 
 
@@ -284,53 +297,65 @@ def delete(*, namespace: str, id: str, bundle: str, debug: bool) -> int:
     """The `delete` action: clean up after a shim that is gone, print a DeleteResponse.
 
     After a normal teardown there is nothing left to do, and this must cost little: it runs
-    after every container. So it needs neither an event loop nor protobuf: runc is only run if
-    it still has state for the container, and the response is encoded by hand.
+    after every container. So it needs neither an event loop nor protobuf: runc is only loaded
+    and run if it still has state for the container, and the response is encoded by hand.
     """
     from pyrunc.oci.mount import MountError, unmount_all
-    from pyrunc.oci.runc import DEFAULT_RUNC_ROOT, Runc, read_pid_file
 
-    bundle = bundle or os.getcwd()
+    bundle = bundle or posix.getcwd()
     try:
         bundles.validate_id("container", id)
     except ValueError as e:
         print(f"pyrunc delete: {e}", file=sys.stderr)
         return 1
     saved = bundles.read_options_raw(bundle)
+    root = join(saved.get("root") or RUNC_ROOT, namespace)
+    if bundles.exists(join(root, id)):  # its shim was killed: the container is still there
+        _remove_runc_container(id, bundle, root, saved)
+    try:
+        unmount_all(join(bundle, "rootfs"))
+    except MountError as e:
+        _warn(f"failed to clean up rootfs mount of {id}: {e}")
+    _remove_dead_socket(bundle)
+    pid = bundles.read_init_pid(bundle)
+    sys.stdout.buffer.write(encode_delete_response(pid, SIGKILL_STATUS, time.time_ns()))
+    sys.stdout.flush()
+    return 0
+
+
+def _remove_runc_container(id: str, bundle: str, root: str, saved: dict[str, Any]) -> None:
+    """`runc delete --force` the container runc still has under `root`; a failure is warned
+    of, and delete goes on."""
+    import os
+
+    from pyrunc.oci.runc import Runc
+
     runc = Runc(
         monitor=None,  # type: ignore[arg-type]  # only its command line is used here
-        root=os.path.join(saved.get("root") or DEFAULT_RUNC_ROOT, namespace),
+        root=root,
         log=os.path.join(bundle, "log.json"),
         binary=bundles.read_runtime(bundle) or saved.get("binary_name") or "runc",
         systemd_cgroup=bool(saved.get("systemd_cgroup")),
     )
     if not os.path.isdir(bundle):
         runc.log = os.devnull  # a half-made or removed bundle: runc may still know the id
-    if os.path.exists(os.path.join(runc.root, id)):
-        try:
-            status, output = _run(runc.argv("delete", "--force", id))
-        except OSError as e:  # runc cannot be started: say so in os/exec's words, go on
-            from pyrunc.oci.errors import describe
-
-            _warn(f"failed to remove runc container {id}: {describe(e)}")
-        else:
-            if status != 0:
-                _warn(f"failed to remove runc container {id}: "
-                      f"{runc.last_error() or output or f'exit status {status}'}")
     try:
-        unmount_all(os.path.join(bundle, "rootfs"))
-    except MountError as e:
-        _warn(f"failed to clean up rootfs mount of {id}: {e}")
-    _remove_dead_socket(bundle)
-    pid = read_pid_file(os.path.join(bundle, bundles.INIT_PID_FILE))
-    sys.stdout.buffer.write(encode_delete_response(pid, SIGKILL_STATUS, time.time_ns()))
-    sys.stdout.flush()
-    return 0
+        status, output = _run(runc.argv("delete", "--force", id))
+    except OSError as e:  # runc cannot be started: say so in os/exec's words, go on
+        from pyrunc.oci.errors import describe
+
+        _warn(f"failed to remove runc container {id}: {describe(e)}")
+    else:
+        if status != 0:
+            _warn(f"failed to remove runc container {id}: "
+                  f"{runc.last_error() or output or f'exit status {status}'}")
 
 
 def _run(argv: list[str]) -> tuple[int, str]:
     """Run a command to completion (the delete action's only child) and return its status and
     output."""
+    import os
+
     from pyrunc.shim.spawn import exit_status, spawn
 
     r, w = os.pipe2(os.O_CLOEXEC)

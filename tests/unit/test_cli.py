@@ -209,3 +209,78 @@ def test_start_passes_the_runtime_name_to_the_warm_parent_and_the_slow_way(
     assert argv[argv.index("-runtime-name") + 1] == "io.containerd.foo.v3"
     values = parse_go_flags(argv[4:])  # what the spawned shim's command line parses to
     assert values is not None and values["runtime_name"] == "io.containerd.foo.v3"
+
+
+# --- how start and delete end ---------------------------------------------------------------------
+
+
+def test_start_and_delete_end_without_finalization_but_with_what_an_exit_does(
+        tmp_path: object) -> None:
+    """`_exit` skips the interpreter's finalization (about 1.2 ms) but still runs the atexit
+    handlers and flushes stdout and stderr, and keeps the exit status."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pyrunc
+
+    src = str(Path(pyrunc.__file__).resolve().parent.parent)
+    bundle = str(tmp_path)
+
+    def delete(id: str) -> subprocess.CompletedProcess[bytes]:
+        code = (
+            f"import sys; sys.path[:0] = [{src!r}]\n"
+            "import atexit\n"
+            "atexit.register(lambda: print('atexit ran', end='', file=sys.stderr))\n"
+            "sys.stdout.write('buffered, ')  # (stdout is a pipe: block-buffered)\n"
+            "from pyrunc.shim.cli import main\n"
+            "sys.argv = ['containerd-shim-pyrunc-v1', '-namespace', 'pyrunc-test', '-id', "
+            f"{id!r}, '-bundle', {bundle!r}, 'delete']\n"
+            "main()\n"
+            "print('not reached')\n"
+        )
+        return subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                              timeout=30)
+
+    done = delete("c1")
+    assert done.returncode == 0, done.stderr
+    # The DeleteResponse (written to the binary buffer directly), then what was still in the
+    # text layer's buffer: flushed, as an ordinary exit would have.
+    assert done.stdout.startswith(b"\x10\x89\x01\x1a")
+    assert done.stdout.endswith(b"buffered, ")
+    assert b"not reached" not in done.stdout
+    assert done.stderr == b"atexit ran"
+    refused = delete("a/b")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(b'pyrunc delete: container id "a/b"')
+    assert refused.stderr.endswith(b"atexit ran")
+
+
+def test_exit_falls_back_to_the_ordinary_exit_when_the_output_cannot_be_flushed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import posix
+    import sys
+
+    from pyrunc.shim import cli
+
+    ended: list[int] = []
+
+    class Ended(Exception):
+        pass
+
+    def fake_exit(code: int) -> None:
+        ended.append(code)
+        raise Ended
+
+    class Broken:
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(posix, "_exit", fake_exit)
+    with pytest.raises(Ended):
+        cli._exit(3)
+    assert ended == [3]
+    monkeypatch.setattr(sys, "stdout", Broken())
+    with pytest.raises(SystemExit) as ordinary:  # the interpreter then reports the broken pipe
+        cli._exit(4)
+    assert ordinary.value.code == 4 and ended == [3]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import socket
 import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pyrunc.oci import bundle
 from pyrunc.oci.options import RuntimeOptions
@@ -123,3 +126,90 @@ def test_runtime_options_from_each_kind_of_client() -> None:
     with pytest.raises(TTRPCError) as refused:
         runtime_options(any_pb2.Any(type_url="example.Unknown"))
     assert refused.value.code == 3
+
+
+# --- start and delete without os ------------------------------------------------------------------
+
+
+def test_the_runc_root_delete_knows_is_runcs() -> None:
+    from pyrunc.oci.runc import DEFAULT_RUNC_ROOT
+    from pyrunc.shim.manager import RUNC_ROOT
+
+    assert RUNC_ROOT == DEFAULT_RUNC_ROOT
+
+
+PATHS = st.text(alphabet="/.ab \\", max_size=12)
+
+
+@given(PATHS, st.lists(PATHS, max_size=3))
+def test_join_is_posixpaths(path: str, parts: list[str]) -> None:
+    assert bundle.join(path, *parts) == posixpath.join(path, *parts)
+
+
+@given(PATHS)
+def test_normpath_and_dirname_are_posixpaths(path: str) -> None:
+    assert bundle.normpath(path) == posixpath.normpath(path)
+    assert bundle.dirname(path) == posixpath.dirname(path)
+
+
+@pytest.mark.parametrize("path", [
+    "/run/containerd/containerd.sock/default/redis", "/a", "a/b", "/", "//a", "///a", "", ".",
+    "/a/./b", "/a/../b", "a/", "/a//b", "..", "/..", "./a",
+])
+def test_normpath_on_the_paths_that_matter(path: str) -> None:
+    assert bundle.normpath(path) == posixpath.normpath(path)
+
+
+def test_exists_and_is_dir_are_os_paths(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    (tmp_path / "link").symlink_to(tmp_path)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for name in ("", "file", "link", "dangling", "nowhere", "file/x"):
+        path = str(tmp_path / name)
+        assert bundle.exists(path) == os.path.exists(path), name
+        assert bundle.is_dir(path) == os.path.isdir(path), name
+    assert bundle.exists("a\0b") is os.path.exists("a\0b") is False
+
+
+def test_the_init_pid_is_read_as_runc_wrote_it(tmp_path: Path) -> None:
+    from pyrunc.oci.runc import read_pid_file
+
+    for text in ("4242", " 4242\n", "", "x", "\xff"):
+        (tmp_path / "init.pid").write_text(text)
+        assert bundle.read_init_pid(str(tmp_path)) == read_pid_file(str(tmp_path / "init.pid"))
+    (tmp_path / "init.pid").unlink()
+    assert bundle.read_init_pid(str(tmp_path)) == 0
+
+
+def test_a_bundle_that_delete_finds_clean_costs_no_os_nor_runc(tmp_path: Path) -> None:
+    """`delete` after a normal teardown (and `start`'s own modules) load neither os (with the
+    collections.abc it imports, about 1 ms of the 3 the actions may take over the bare
+    interpreter) nor oci/runc.py, json, dataclasses, typing or click."""
+    import subprocess
+    import sys
+
+    import pyrunc
+
+    src = str(Path(pyrunc.__file__).resolve().parent.parent)
+    bundle.write_options(str(tmp_path), RuntimeOptions())
+    bundle.write_runtime(str(tmp_path), "runc")
+    (tmp_path / "init.pid").write_text("4242")
+    (tmp_path / "rootfs").mkdir()
+    write_address(str(tmp_path), "unix:///run/containerd/s/" + "0" * 64)
+    code = (
+        f"import sys; sys.path[:0] = [{src!r}]\n"
+        "import pyrunc.shim.manager, pyrunc.shim.cli, pyrunc.oci.mount\n"
+        "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+        "from pyrunc.shim.manager import delete\n"
+        f"code = delete(namespace='pyrunc-test', id='c1', bundle={str(tmp_path)!r}, debug=False)\n"
+        "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"\x08\x92\x21")  # the DeleteResponse, pid 4242
+    imported, after_delete = (set(line.split()) for line in result.stderr.decode().splitlines())
+    for modules in (imported, after_delete):
+        assert not modules & {"os", "posixpath", "_collections_abc", "json", "dataclasses",
+                              "typing", "click", "pyrunc.oci.runc", "pyrunc.shim.spawn"}
