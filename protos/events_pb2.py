@@ -4,56 +4,69 @@
 # source: pyrunc/protos/events.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import descriptor_pool as _descriptor_pool
-from google.protobuf import runtime_version as _runtime_version
-from google.protobuf import symbol_database as _symbol_database
-from google.protobuf.internal import builder as _builder
-_runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC,
-    7,
-    35,
-    1,
-    '',
-    'pyrunc/protos/events.proto'
-)
-# @@protoc_insertion_point(imports)
+# protos/generate.py wrapped protoc's code: with upb, _lean.build makes the same classes
+# without importing protobuf's Python layer (see protos/_lean.py); else protoc's code runs.
+from pyrunc.protos import _lean
 
-_sym_db = _symbol_database.Default()
+_SERIALIZED = b'\n\x1apyrunc/protos/events.proto\x12\x11\x63ontainerd.events\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19pyrunc/protos/mount.proto\x1a\x1epyrunc/protos/task_types.proto\"\xa3\x01\n\nTaskCreate\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x62undle\x18\x02 \x01(\t\x12\'\n\x06rootfs\x18\x03 \x03(\x0b\x32\x17.containerd.types.Mount\x12%\n\x02io\x18\x04 \x01(\x0b\x32\x19.containerd.events.TaskIO\x12\x12\n\ncheckpoint\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\r\".\n\tTaskStart\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r\"\x7f\n\nTaskDelete\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r\x12\x13\n\x0b\x65xit_status\x18\x03 \x01(\r\x12-\n\texited_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\n\n\x02id\x18\x05 \x01(\t\"I\n\x06TaskIO\x12\r\n\x05stdin\x18\x01 \x01(\t\x12\x0e\n\x06stdout\x18\x02 \x01(\t\x12\x0e\n\x06stderr\x18\x03 \x01(\t\x12\x10\n\x08terminal\x18\x04 \x01(\x08\"\xb3\x01\n\x08TaskExit\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x13\n\x0b\x65xit_status\x18\x04 \x01(\r\x12-\n\texited_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0b\x65xit_reason\x18\x06 \x01(\x0e\x32\x1f.containerd.v1.types.ExitReason\"\x1f\n\x07TaskOOM\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"6\n\rTaskExecAdded\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"E\n\x0fTaskExecStarted\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\"\"\n\nTaskPaused\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"#\n\x0bTaskResumed\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"<\n\x10TaskCheckpointed\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x12\n\ncheckpoint\x18\x02 \x01(\tb\x06proto3'
+
+if _lean.ACTIVE:
+  from pyrunc.protos import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+  from pyrunc.protos import mount_pb2 as pyrunc_dot_protos_dot_mount__pb2
+  from pyrunc.protos import task_types_pb2 as pyrunc_dot_protos_dot_task__types__pb2
+  _lean.build(globals(), _SERIALIZED, 'pyrunc.protos.events_pb2')
+else:
+  from google.protobuf import descriptor as _descriptor
+  from google.protobuf import descriptor_pool as _descriptor_pool
+  from google.protobuf import runtime_version as _runtime_version
+  from google.protobuf import symbol_database as _symbol_database
+  from google.protobuf.internal import builder as _builder
+  _runtime_version.ValidateProtobufRuntimeVersion(
+      _runtime_version.Domain.PUBLIC,
+      7,
+      35,
+      1,
+      '',
+      'pyrunc/protos/events.proto'
+  )
+  # @@protoc_insertion_point(imports)
+
+  _sym_db = _symbol_database.Default()
 
 
-from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
-from pyrunc.protos import mount_pb2 as pyrunc_dot_protos_dot_mount__pb2
-from pyrunc.protos import task_types_pb2 as pyrunc_dot_protos_dot_task__types__pb2
+  from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+  from pyrunc.protos import mount_pb2 as pyrunc_dot_protos_dot_mount__pb2
+  from pyrunc.protos import task_types_pb2 as pyrunc_dot_protos_dot_task__types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apyrunc/protos/events.proto\x12\x11\x63ontainerd.events\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19pyrunc/protos/mount.proto\x1a\x1epyrunc/protos/task_types.proto\"\xa3\x01\n\nTaskCreate\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x62undle\x18\x02 \x01(\t\x12\'\n\x06rootfs\x18\x03 \x03(\x0b\x32\x17.containerd.types.Mount\x12%\n\x02io\x18\x04 \x01(\x0b\x32\x19.containerd.events.TaskIO\x12\x12\n\ncheckpoint\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\r\".\n\tTaskStart\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r\"\x7f\n\nTaskDelete\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r\x12\x13\n\x0b\x65xit_status\x18\x03 \x01(\r\x12-\n\texited_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\n\n\x02id\x18\x05 \x01(\t\"I\n\x06TaskIO\x12\r\n\x05stdin\x18\x01 \x01(\t\x12\x0e\n\x06stdout\x18\x02 \x01(\t\x12\x0e\n\x06stderr\x18\x03 \x01(\t\x12\x10\n\x08terminal\x18\x04 \x01(\x08\"\xb3\x01\n\x08TaskExit\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x13\n\x0b\x65xit_status\x18\x04 \x01(\r\x12-\n\texited_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0b\x65xit_reason\x18\x06 \x01(\x0e\x32\x1f.containerd.v1.types.ExitReason\"\x1f\n\x07TaskOOM\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"6\n\rTaskExecAdded\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"E\n\x0fTaskExecStarted\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\"\"\n\nTaskPaused\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"#\n\x0bTaskResumed\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"<\n\x10TaskCheckpointed\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x12\n\ncheckpoint\x18\x02 \x01(\tb\x06proto3')
+  DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(_SERIALIZED)
 
-_globals = globals()
-_builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pyrunc.protos.events_pb2', _globals)
-if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_TASKCREATE']._serialized_start=142
-  _globals['_TASKCREATE']._serialized_end=305
-  _globals['_TASKSTART']._serialized_start=307
-  _globals['_TASKSTART']._serialized_end=353
-  _globals['_TASKDELETE']._serialized_start=355
-  _globals['_TASKDELETE']._serialized_end=482
-  _globals['_TASKIO']._serialized_start=484
-  _globals['_TASKIO']._serialized_end=557
-  _globals['_TASKEXIT']._serialized_start=560
-  _globals['_TASKEXIT']._serialized_end=739
-  _globals['_TASKOOM']._serialized_start=741
-  _globals['_TASKOOM']._serialized_end=772
-  _globals['_TASKEXECADDED']._serialized_start=774
-  _globals['_TASKEXECADDED']._serialized_end=828
-  _globals['_TASKEXECSTARTED']._serialized_start=830
-  _globals['_TASKEXECSTARTED']._serialized_end=899
-  _globals['_TASKPAUSED']._serialized_start=901
-  _globals['_TASKPAUSED']._serialized_end=935
-  _globals['_TASKRESUMED']._serialized_start=937
-  _globals['_TASKRESUMED']._serialized_end=972
-  _globals['_TASKCHECKPOINTED']._serialized_start=974
-  _globals['_TASKCHECKPOINTED']._serialized_end=1034
-# @@protoc_insertion_point(module_scope)
+  _globals = globals()
+  _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
+  _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pyrunc.protos.events_pb2', _globals)
+  if not _descriptor._USE_C_DESCRIPTORS:
+    DESCRIPTOR._loaded_options = None
+    _globals['_TASKCREATE']._serialized_start=142
+    _globals['_TASKCREATE']._serialized_end=305
+    _globals['_TASKSTART']._serialized_start=307
+    _globals['_TASKSTART']._serialized_end=353
+    _globals['_TASKDELETE']._serialized_start=355
+    _globals['_TASKDELETE']._serialized_end=482
+    _globals['_TASKIO']._serialized_start=484
+    _globals['_TASKIO']._serialized_end=557
+    _globals['_TASKEXIT']._serialized_start=560
+    _globals['_TASKEXIT']._serialized_end=739
+    _globals['_TASKOOM']._serialized_start=741
+    _globals['_TASKOOM']._serialized_end=772
+    _globals['_TASKEXECADDED']._serialized_start=774
+    _globals['_TASKEXECADDED']._serialized_end=828
+    _globals['_TASKEXECSTARTED']._serialized_start=830
+    _globals['_TASKEXECSTARTED']._serialized_end=899
+    _globals['_TASKPAUSED']._serialized_start=901
+    _globals['_TASKPAUSED']._serialized_end=935
+    _globals['_TASKRESUMED']._serialized_start=937
+    _globals['_TASKRESUMED']._serialized_end=972
+    _globals['_TASKCHECKPOINTED']._serialized_start=974
+    _globals['_TASKCHECKPOINTED']._serialized_end=1034
+  # @@protoc_insertion_point(module_scope)
+del _SERIALIZED

@@ -4,40 +4,53 @@
 # source: pyrunc/protos/forward.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import descriptor_pool as _descriptor_pool
-from google.protobuf import runtime_version as _runtime_version
-from google.protobuf import symbol_database as _symbol_database
-from google.protobuf.internal import builder as _builder
-_runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC,
-    7,
-    35,
-    1,
-    '',
-    'pyrunc/protos/forward.proto'
-)
-# @@protoc_insertion_point(imports)
+# protos/generate.py wrapped protoc's code: with upb, _lean.build makes the same classes
+# without importing protobuf's Python layer (see protos/_lean.py); else protoc's code runs.
+from pyrunc.protos import _lean
 
-_sym_db = _symbol_database.Default()
+_SERIALIZED = b'\n\x1bpyrunc/protos/forward.proto\x12#containerd.services.events.ttrpc.v1\x1a\x19google/protobuf/any.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Q\n\x0e\x46orwardRequest\x12?\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32-.containerd.services.events.ttrpc.v1.Envelope\"\x80\x01\n\x08\x45nvelope\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\x12#\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x14.google.protobuf.Any2`\n\x06\x45vents\x12V\n\x07\x46orward\x12\x33.containerd.services.events.ttrpc.v1.ForwardRequest\x1a\x16.google.protobuf.Emptyb\x06proto3'
+
+if _lean.ACTIVE:
+  from pyrunc.protos import any_pb2 as google_dot_protobuf_dot_any__pb2
+  from pyrunc.protos import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+  from pyrunc.protos import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+  _lean.build(globals(), _SERIALIZED, 'pyrunc.protos.forward_pb2')
+else:
+  from google.protobuf import descriptor as _descriptor
+  from google.protobuf import descriptor_pool as _descriptor_pool
+  from google.protobuf import runtime_version as _runtime_version
+  from google.protobuf import symbol_database as _symbol_database
+  from google.protobuf.internal import builder as _builder
+  _runtime_version.ValidateProtobufRuntimeVersion(
+      _runtime_version.Domain.PUBLIC,
+      7,
+      35,
+      1,
+      '',
+      'pyrunc/protos/forward.proto'
+  )
+  # @@protoc_insertion_point(imports)
+
+  _sym_db = _symbol_database.Default()
 
 
-from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
-from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
-from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+  from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
+  from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+  from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpyrunc/protos/forward.proto\x12#containerd.services.events.ttrpc.v1\x1a\x19google/protobuf/any.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Q\n\x0e\x46orwardRequest\x12?\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32-.containerd.services.events.ttrpc.v1.Envelope\"\x80\x01\n\x08\x45nvelope\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\x12#\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x14.google.protobuf.Any2`\n\x06\x45vents\x12V\n\x07\x46orward\x12\x33.containerd.services.events.ttrpc.v1.ForwardRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+  DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(_SERIALIZED)
 
-_globals = globals()
-_builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pyrunc.protos.forward_pb2', _globals)
-if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_FORWARDREQUEST']._serialized_start=157
-  _globals['_FORWARDREQUEST']._serialized_end=238
-  _globals['_ENVELOPE']._serialized_start=241
-  _globals['_ENVELOPE']._serialized_end=369
-  _globals['_EVENTS']._serialized_start=371
-  _globals['_EVENTS']._serialized_end=467
-# @@protoc_insertion_point(module_scope)
+  _globals = globals()
+  _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
+  _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pyrunc.protos.forward_pb2', _globals)
+  if not _descriptor._USE_C_DESCRIPTORS:
+    DESCRIPTOR._loaded_options = None
+    _globals['_FORWARDREQUEST']._serialized_start=157
+    _globals['_FORWARDREQUEST']._serialized_end=238
+    _globals['_ENVELOPE']._serialized_start=241
+    _globals['_ENVELOPE']._serialized_end=369
+    _globals['_EVENTS']._serialized_start=371
+    _globals['_EVENTS']._serialized_end=467
+  # @@protoc_insertion_point(module_scope)
+del _SERIALIZED

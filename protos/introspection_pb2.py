@@ -4,40 +4,51 @@
 # source: pyrunc/protos/introspection.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import descriptor_pool as _descriptor_pool
-from google.protobuf import runtime_version as _runtime_version
-from google.protobuf import symbol_database as _symbol_database
-from google.protobuf.internal import builder as _builder
-_runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC,
-    7,
-    35,
-    1,
-    '',
-    'pyrunc/protos/introspection.proto'
-)
-# @@protoc_insertion_point(imports)
+# protos/generate.py wrapped protoc's code: with upb, _lean.build makes the same classes
+# without importing protobuf's Python layer (see protos/_lean.py); else protoc's code runs.
+from pyrunc.protos import _lean
 
-_sym_db = _symbol_database.Default()
+_SERIALIZED = b'\n!pyrunc/protos/introspection.proto\x12\x10\x63ontainerd.types\x1a\x19google/protobuf/any.proto\"3\n\x0eRuntimeVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\"\x96\x02\n\x0bRuntimeInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\x07version\x18\x02 \x01(\x0b\x32 .containerd.types.RuntimeVersion\x12%\n\x07options\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\x12&\n\x08\x66\x65\x61tures\x18\x04 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x43\n\x0b\x61nnotations\x18\x05 \x03(\x0b\x32..containerd.types.RuntimeInfo.AnnotationsEntry\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3'
+
+if _lean.ACTIVE:
+  from pyrunc.protos import any_pb2 as google_dot_protobuf_dot_any__pb2
+  _lean.build(globals(), _SERIALIZED, 'pyrunc.protos.introspection_pb2')
+else:
+  from google.protobuf import descriptor as _descriptor
+  from google.protobuf import descriptor_pool as _descriptor_pool
+  from google.protobuf import runtime_version as _runtime_version
+  from google.protobuf import symbol_database as _symbol_database
+  from google.protobuf.internal import builder as _builder
+  _runtime_version.ValidateProtobufRuntimeVersion(
+      _runtime_version.Domain.PUBLIC,
+      7,
+      35,
+      1,
+      '',
+      'pyrunc/protos/introspection.proto'
+  )
+  # @@protoc_insertion_point(imports)
+
+  _sym_db = _symbol_database.Default()
 
 
-from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
+  from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!pyrunc/protos/introspection.proto\x12\x10\x63ontainerd.types\x1a\x19google/protobuf/any.proto\"3\n\x0eRuntimeVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\"\x96\x02\n\x0bRuntimeInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\x07version\x18\x02 \x01(\x0b\x32 .containerd.types.RuntimeVersion\x12%\n\x07options\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\x12&\n\x08\x66\x65\x61tures\x18\x04 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x43\n\x0b\x61nnotations\x18\x05 \x03(\x0b\x32..containerd.types.RuntimeInfo.AnnotationsEntry\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+  DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(_SERIALIZED)
 
-_globals = globals()
-_builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pyrunc.protos.introspection_pb2', _globals)
-if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_RUNTIMEINFO_ANNOTATIONSENTRY']._loaded_options = None
-  _globals['_RUNTIMEINFO_ANNOTATIONSENTRY']._serialized_options = b'8\001'
-  _globals['_RUNTIMEVERSION']._serialized_start=82
-  _globals['_RUNTIMEVERSION']._serialized_end=133
-  _globals['_RUNTIMEINFO']._serialized_start=136
-  _globals['_RUNTIMEINFO']._serialized_end=414
-  _globals['_RUNTIMEINFO_ANNOTATIONSENTRY']._serialized_start=364
-  _globals['_RUNTIMEINFO_ANNOTATIONSENTRY']._serialized_end=414
-# @@protoc_insertion_point(module_scope)
+  _globals = globals()
+  _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
+  _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pyrunc.protos.introspection_pb2', _globals)
+  if not _descriptor._USE_C_DESCRIPTORS:
+    DESCRIPTOR._loaded_options = None
+    _globals['_RUNTIMEINFO_ANNOTATIONSENTRY']._loaded_options = None
+    _globals['_RUNTIMEINFO_ANNOTATIONSENTRY']._serialized_options = b'8\001'
+    _globals['_RUNTIMEVERSION']._serialized_start=82
+    _globals['_RUNTIMEVERSION']._serialized_end=133
+    _globals['_RUNTIMEINFO']._serialized_start=136
+    _globals['_RUNTIMEINFO']._serialized_end=414
+    _globals['_RUNTIMEINFO_ANNOTATIONSENTRY']._serialized_start=364
+    _globals['_RUNTIMEINFO_ANNOTATIONSENTRY']._serialized_end=414
+  # @@protoc_insertion_point(module_scope)
+del _SERIALIZED

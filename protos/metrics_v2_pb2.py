@@ -4,57 +4,67 @@
 # source: pyrunc/protos/metrics_v2.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import descriptor_pool as _descriptor_pool
-from google.protobuf import runtime_version as _runtime_version
-from google.protobuf import symbol_database as _symbol_database
-from google.protobuf.internal import builder as _builder
-_runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC,
-    7,
-    35,
-    1,
-    '',
-    'pyrunc/protos/metrics_v2.proto'
-)
-# @@protoc_insertion_point(imports)
+# protos/generate.py wrapped protoc's code: with upb, _lean.build makes the same classes
+# without importing protobuf's Python layer (see protos/_lean.py); else protoc's code runs.
+from pyrunc.protos import _lean
 
-_sym_db = _symbol_database.Default()
+_SERIALIZED = b'\n\x1epyrunc/protos/metrics_v2.proto\x12\x18io.containerd.cgroups.v2\"\xb0\x03\n\x07Metrics\x12\x30\n\x04pids\x18\x01 \x01(\x0b\x32\".io.containerd.cgroups.v2.PidsStat\x12.\n\x03\x63pu\x18\x02 \x01(\x0b\x32!.io.containerd.cgroups.v2.CPUStat\x12\x34\n\x06memory\x18\x04 \x01(\x0b\x32$.io.containerd.cgroups.v2.MemoryStat\x12\x30\n\x04rdma\x18\x05 \x01(\x0b\x32\".io.containerd.cgroups.v2.RdmaStat\x12,\n\x02io\x18\x06 \x01(\x0b\x32 .io.containerd.cgroups.v2.IOStat\x12\x36\n\x07hugetlb\x18\x07 \x03(\x0b\x32%.io.containerd.cgroups.v2.HugeTlbStat\x12=\n\rmemory_events\x18\x08 \x01(\x0b\x32&.io.containerd.cgroups.v2.MemoryEvents\x12\x36\n\x07network\x18\t \x03(\x0b\x32%.io.containerd.cgroups.v2.NetworkStat\"F\n\x07PSIData\x12\r\n\x05\x61vg10\x18\x01 \x01(\x01\x12\r\n\x05\x61vg60\x18\x02 \x01(\x01\x12\x0e\n\x06\x61vg300\x18\x03 \x01(\x01\x12\r\n\x05total\x18\x04 \x01(\x04\"l\n\x08PSIStats\x12/\n\x04some\x18\x01 \x01(\x0b\x32!.io.containerd.cgroups.v2.PSIData\x12/\n\x04\x66ull\x18\x02 \x01(\x0b\x32!.io.containerd.cgroups.v2.PSIData\"*\n\x08PidsStat\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\x04\"\xdf\x01\n\x07\x43PUStat\x12\x12\n\nusage_usec\x18\x01 \x01(\x04\x12\x11\n\tuser_usec\x18\x02 \x01(\x04\x12\x13\n\x0bsystem_usec\x18\x03 \x01(\x04\x12\x12\n\nnr_periods\x18\x04 \x01(\x04\x12\x14\n\x0cnr_throttled\x18\x05 \x01(\x04\x12\x16\n\x0ethrottled_usec\x18\x06 \x01(\x04\x12/\n\x03psi\x18\x07 \x01(\x0b\x32\".io.containerd.cgroups.v2.PSIStats\x12\x11\n\tnr_bursts\x18\x08 \x01(\x04\x12\x12\n\nburst_usec\x18\t \x01(\x04\"\xc0\x06\n\nMemoryStat\x12\x0c\n\x04\x61non\x18\x01 \x01(\x04\x12\x0c\n\x04\x66ile\x18\x02 \x01(\x04\x12\x14\n\x0ckernel_stack\x18\x03 \x01(\x04\x12\x0c\n\x04slab\x18\x04 \x01(\x04\x12\x0c\n\x04sock\x18\x05 \x01(\x04\x12\r\n\x05shmem\x18\x06 \x01(\x04\x12\x13\n\x0b\x66ile_mapped\x18\x07 \x01(\x04\x12\x12\n\nfile_dirty\x18\x08 \x01(\x04\x12\x16\n\x0e\x66ile_writeback\x18\t \x01(\x04\x12\x10\n\x08\x61non_thp\x18\n \x01(\x04\x12\x15\n\rinactive_anon\x18\x0b \x01(\x04\x12\x13\n\x0b\x61\x63tive_anon\x18\x0c \x01(\x04\x12\x15\n\rinactive_file\x18\r \x01(\x04\x12\x13\n\x0b\x61\x63tive_file\x18\x0e \x01(\x04\x12\x13\n\x0bunevictable\x18\x0f \x01(\x04\x12\x18\n\x10slab_reclaimable\x18\x10 \x01(\x04\x12\x1a\n\x12slab_unreclaimable\x18\x11 \x01(\x04\x12\x0f\n\x07pgfault\x18\x12 \x01(\x04\x12\x12\n\npgmajfault\x18\x13 \x01(\x04\x12\x1a\n\x12workingset_refault\x18\x14 \x01(\x04\x12\x1b\n\x13workingset_activate\x18\x15 \x01(\x04\x12\x1e\n\x16workingset_nodereclaim\x18\x16 \x01(\x04\x12\x10\n\x08pgrefill\x18\x17 \x01(\x04\x12\x0e\n\x06pgscan\x18\x18 \x01(\x04\x12\x0f\n\x07pgsteal\x18\x19 \x01(\x04\x12\x12\n\npgactivate\x18\x1a \x01(\x04\x12\x14\n\x0cpgdeactivate\x18\x1b \x01(\x04\x12\x12\n\npglazyfree\x18\x1c \x01(\x04\x12\x13\n\x0bpglazyfreed\x18\x1d \x01(\x04\x12\x17\n\x0fthp_fault_alloc\x18\x1e \x01(\x04\x12\x1a\n\x12thp_collapse_alloc\x18\x1f \x01(\x04\x12\r\n\x05usage\x18  \x01(\x04\x12\x13\n\x0busage_limit\x18! \x01(\x04\x12\x12\n\nswap_usage\x18\" \x01(\x04\x12\x12\n\nswap_limit\x18# \x01(\x04\x12\x11\n\tmax_usage\x18$ \x01(\x04\x12\x16\n\x0eswap_max_usage\x18% \x01(\x04\x12/\n\x03psi\x18& \x01(\x0b\x32\".io.containerd.cgroups.v2.PSIStats\"U\n\x0cMemoryEvents\x12\x0b\n\x03low\x18\x01 \x01(\x04\x12\x0c\n\x04high\x18\x02 \x01(\x04\x12\x0b\n\x03max\x18\x03 \x01(\x04\x12\x0b\n\x03oom\x18\x04 \x01(\x04\x12\x10\n\x08oom_kill\x18\x05 \x01(\x04\"t\n\x08RdmaStat\x12\x34\n\x07\x63urrent\x18\x01 \x03(\x0b\x32#.io.containerd.cgroups.v2.RdmaEntry\x12\x32\n\x05limit\x18\x02 \x03(\x0b\x32#.io.containerd.cgroups.v2.RdmaEntry\"E\n\tRdmaEntry\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x13\n\x0bhca_handles\x18\x02 \x01(\r\x12\x13\n\x0bhca_objects\x18\x03 \x01(\r\"k\n\x06IOStat\x12\x30\n\x05usage\x18\x01 \x03(\x0b\x32!.io.containerd.cgroups.v2.IOEntry\x12/\n\x03psi\x18\x02 \x01(\x0b\x32\".io.containerd.cgroups.v2.PSIStats\"c\n\x07IOEntry\x12\r\n\x05major\x18\x01 \x01(\x04\x12\r\n\x05minor\x18\x02 \x01(\x04\x12\x0e\n\x06rbytes\x18\x03 \x01(\x04\x12\x0e\n\x06wbytes\x18\x04 \x01(\x04\x12\x0c\n\x04rios\x18\x05 \x01(\x04\x12\x0c\n\x04wios\x18\x06 \x01(\x04\"=\n\x0bHugeTlbStat\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x04\x12\x0b\n\x03max\x18\x02 \x01(\x04\x12\x10\n\x08pagesize\x18\x03 \x01(\t\"\xb5\x01\n\x0bNetworkStat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08rx_bytes\x18\x02 \x01(\x04\x12\x12\n\nrx_packets\x18\x03 \x01(\x04\x12\x11\n\trx_errors\x18\x04 \x01(\x04\x12\x12\n\nrx_dropped\x18\x05 \x01(\x04\x12\x10\n\x08tx_bytes\x18\x06 \x01(\x04\x12\x12\n\ntx_packets\x18\x07 \x01(\x04\x12\x11\n\ttx_errors\x18\x08 \x01(\x04\x12\x12\n\ntx_dropped\x18\t \x01(\x04\x62\x06proto3'
+
+if _lean.ACTIVE:
+  _lean.build(globals(), _SERIALIZED, 'pyrunc.protos.metrics_v2_pb2')
+else:
+  from google.protobuf import descriptor as _descriptor
+  from google.protobuf import descriptor_pool as _descriptor_pool
+  from google.protobuf import runtime_version as _runtime_version
+  from google.protobuf import symbol_database as _symbol_database
+  from google.protobuf.internal import builder as _builder
+  _runtime_version.ValidateProtobufRuntimeVersion(
+      _runtime_version.Domain.PUBLIC,
+      7,
+      35,
+      1,
+      '',
+      'pyrunc/protos/metrics_v2.proto'
+  )
+  # @@protoc_insertion_point(imports)
+
+  _sym_db = _symbol_database.Default()
 
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epyrunc/protos/metrics_v2.proto\x12\x18io.containerd.cgroups.v2\"\xb0\x03\n\x07Metrics\x12\x30\n\x04pids\x18\x01 \x01(\x0b\x32\".io.containerd.cgroups.v2.PidsStat\x12.\n\x03\x63pu\x18\x02 \x01(\x0b\x32!.io.containerd.cgroups.v2.CPUStat\x12\x34\n\x06memory\x18\x04 \x01(\x0b\x32$.io.containerd.cgroups.v2.MemoryStat\x12\x30\n\x04rdma\x18\x05 \x01(\x0b\x32\".io.containerd.cgroups.v2.RdmaStat\x12,\n\x02io\x18\x06 \x01(\x0b\x32 .io.containerd.cgroups.v2.IOStat\x12\x36\n\x07hugetlb\x18\x07 \x03(\x0b\x32%.io.containerd.cgroups.v2.HugeTlbStat\x12=\n\rmemory_events\x18\x08 \x01(\x0b\x32&.io.containerd.cgroups.v2.MemoryEvents\x12\x36\n\x07network\x18\t \x03(\x0b\x32%.io.containerd.cgroups.v2.NetworkStat\"F\n\x07PSIData\x12\r\n\x05\x61vg10\x18\x01 \x01(\x01\x12\r\n\x05\x61vg60\x18\x02 \x01(\x01\x12\x0e\n\x06\x61vg300\x18\x03 \x01(\x01\x12\r\n\x05total\x18\x04 \x01(\x04\"l\n\x08PSIStats\x12/\n\x04some\x18\x01 \x01(\x0b\x32!.io.containerd.cgroups.v2.PSIData\x12/\n\x04\x66ull\x18\x02 \x01(\x0b\x32!.io.containerd.cgroups.v2.PSIData\"*\n\x08PidsStat\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\x04\"\xdf\x01\n\x07\x43PUStat\x12\x12\n\nusage_usec\x18\x01 \x01(\x04\x12\x11\n\tuser_usec\x18\x02 \x01(\x04\x12\x13\n\x0bsystem_usec\x18\x03 \x01(\x04\x12\x12\n\nnr_periods\x18\x04 \x01(\x04\x12\x14\n\x0cnr_throttled\x18\x05 \x01(\x04\x12\x16\n\x0ethrottled_usec\x18\x06 \x01(\x04\x12/\n\x03psi\x18\x07 \x01(\x0b\x32\".io.containerd.cgroups.v2.PSIStats\x12\x11\n\tnr_bursts\x18\x08 \x01(\x04\x12\x12\n\nburst_usec\x18\t \x01(\x04\"\xc0\x06\n\nMemoryStat\x12\x0c\n\x04\x61non\x18\x01 \x01(\x04\x12\x0c\n\x04\x66ile\x18\x02 \x01(\x04\x12\x14\n\x0ckernel_stack\x18\x03 \x01(\x04\x12\x0c\n\x04slab\x18\x04 \x01(\x04\x12\x0c\n\x04sock\x18\x05 \x01(\x04\x12\r\n\x05shmem\x18\x06 \x01(\x04\x12\x13\n\x0b\x66ile_mapped\x18\x07 \x01(\x04\x12\x12\n\nfile_dirty\x18\x08 \x01(\x04\x12\x16\n\x0e\x66ile_writeback\x18\t \x01(\x04\x12\x10\n\x08\x61non_thp\x18\n \x01(\x04\x12\x15\n\rinactive_anon\x18\x0b \x01(\x04\x12\x13\n\x0b\x61\x63tive_anon\x18\x0c \x01(\x04\x12\x15\n\rinactive_file\x18\r \x01(\x04\x12\x13\n\x0b\x61\x63tive_file\x18\x0e \x01(\x04\x12\x13\n\x0bunevictable\x18\x0f \x01(\x04\x12\x18\n\x10slab_reclaimable\x18\x10 \x01(\x04\x12\x1a\n\x12slab_unreclaimable\x18\x11 \x01(\x04\x12\x0f\n\x07pgfault\x18\x12 \x01(\x04\x12\x12\n\npgmajfault\x18\x13 \x01(\x04\x12\x1a\n\x12workingset_refault\x18\x14 \x01(\x04\x12\x1b\n\x13workingset_activate\x18\x15 \x01(\x04\x12\x1e\n\x16workingset_nodereclaim\x18\x16 \x01(\x04\x12\x10\n\x08pgrefill\x18\x17 \x01(\x04\x12\x0e\n\x06pgscan\x18\x18 \x01(\x04\x12\x0f\n\x07pgsteal\x18\x19 \x01(\x04\x12\x12\n\npgactivate\x18\x1a \x01(\x04\x12\x14\n\x0cpgdeactivate\x18\x1b \x01(\x04\x12\x12\n\npglazyfree\x18\x1c \x01(\x04\x12\x13\n\x0bpglazyfreed\x18\x1d \x01(\x04\x12\x17\n\x0fthp_fault_alloc\x18\x1e \x01(\x04\x12\x1a\n\x12thp_collapse_alloc\x18\x1f \x01(\x04\x12\r\n\x05usage\x18  \x01(\x04\x12\x13\n\x0busage_limit\x18! \x01(\x04\x12\x12\n\nswap_usage\x18\" \x01(\x04\x12\x12\n\nswap_limit\x18# \x01(\x04\x12\x11\n\tmax_usage\x18$ \x01(\x04\x12\x16\n\x0eswap_max_usage\x18% \x01(\x04\x12/\n\x03psi\x18& \x01(\x0b\x32\".io.containerd.cgroups.v2.PSIStats\"U\n\x0cMemoryEvents\x12\x0b\n\x03low\x18\x01 \x01(\x04\x12\x0c\n\x04high\x18\x02 \x01(\x04\x12\x0b\n\x03max\x18\x03 \x01(\x04\x12\x0b\n\x03oom\x18\x04 \x01(\x04\x12\x10\n\x08oom_kill\x18\x05 \x01(\x04\"t\n\x08RdmaStat\x12\x34\n\x07\x63urrent\x18\x01 \x03(\x0b\x32#.io.containerd.cgroups.v2.RdmaEntry\x12\x32\n\x05limit\x18\x02 \x03(\x0b\x32#.io.containerd.cgroups.v2.RdmaEntry\"E\n\tRdmaEntry\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x13\n\x0bhca_handles\x18\x02 \x01(\r\x12\x13\n\x0bhca_objects\x18\x03 \x01(\r\"k\n\x06IOStat\x12\x30\n\x05usage\x18\x01 \x03(\x0b\x32!.io.containerd.cgroups.v2.IOEntry\x12/\n\x03psi\x18\x02 \x01(\x0b\x32\".io.containerd.cgroups.v2.PSIStats\"c\n\x07IOEntry\x12\r\n\x05major\x18\x01 \x01(\x04\x12\r\n\x05minor\x18\x02 \x01(\x04\x12\x0e\n\x06rbytes\x18\x03 \x01(\x04\x12\x0e\n\x06wbytes\x18\x04 \x01(\x04\x12\x0c\n\x04rios\x18\x05 \x01(\x04\x12\x0c\n\x04wios\x18\x06 \x01(\x04\"=\n\x0bHugeTlbStat\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x04\x12\x0b\n\x03max\x18\x02 \x01(\x04\x12\x10\n\x08pagesize\x18\x03 \x01(\t\"\xb5\x01\n\x0bNetworkStat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08rx_bytes\x18\x02 \x01(\x04\x12\x12\n\nrx_packets\x18\x03 \x01(\x04\x12\x11\n\trx_errors\x18\x04 \x01(\x04\x12\x12\n\nrx_dropped\x18\x05 \x01(\x04\x12\x10\n\x08tx_bytes\x18\x06 \x01(\x04\x12\x12\n\ntx_packets\x18\x07 \x01(\x04\x12\x11\n\ttx_errors\x18\x08 \x01(\x04\x12\x12\n\ntx_dropped\x18\t \x01(\x04\x62\x06proto3')
+  DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(_SERIALIZED)
 
-_globals = globals()
-_builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pyrunc.protos.metrics_v2_pb2', _globals)
-if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_METRICS']._serialized_start=61
-  _globals['_METRICS']._serialized_end=493
-  _globals['_PSIDATA']._serialized_start=495
-  _globals['_PSIDATA']._serialized_end=565
-  _globals['_PSISTATS']._serialized_start=567
-  _globals['_PSISTATS']._serialized_end=675
-  _globals['_PIDSSTAT']._serialized_start=677
-  _globals['_PIDSSTAT']._serialized_end=719
-  _globals['_CPUSTAT']._serialized_start=722
-  _globals['_CPUSTAT']._serialized_end=945
-  _globals['_MEMORYSTAT']._serialized_start=948
-  _globals['_MEMORYSTAT']._serialized_end=1780
-  _globals['_MEMORYEVENTS']._serialized_start=1782
-  _globals['_MEMORYEVENTS']._serialized_end=1867
-  _globals['_RDMASTAT']._serialized_start=1869
-  _globals['_RDMASTAT']._serialized_end=1985
-  _globals['_RDMAENTRY']._serialized_start=1987
-  _globals['_RDMAENTRY']._serialized_end=2056
-  _globals['_IOSTAT']._serialized_start=2058
-  _globals['_IOSTAT']._serialized_end=2165
-  _globals['_IOENTRY']._serialized_start=2167
-  _globals['_IOENTRY']._serialized_end=2266
-  _globals['_HUGETLBSTAT']._serialized_start=2268
-  _globals['_HUGETLBSTAT']._serialized_end=2329
-  _globals['_NETWORKSTAT']._serialized_start=2332
-  _globals['_NETWORKSTAT']._serialized_end=2513
-# @@protoc_insertion_point(module_scope)
+  _globals = globals()
+  _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
+  _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pyrunc.protos.metrics_v2_pb2', _globals)
+  if not _descriptor._USE_C_DESCRIPTORS:
+    DESCRIPTOR._loaded_options = None
+    _globals['_METRICS']._serialized_start=61
+    _globals['_METRICS']._serialized_end=493
+    _globals['_PSIDATA']._serialized_start=495
+    _globals['_PSIDATA']._serialized_end=565
+    _globals['_PSISTATS']._serialized_start=567
+    _globals['_PSISTATS']._serialized_end=675
+    _globals['_PIDSSTAT']._serialized_start=677
+    _globals['_PIDSSTAT']._serialized_end=719
+    _globals['_CPUSTAT']._serialized_start=722
+    _globals['_CPUSTAT']._serialized_end=945
+    _globals['_MEMORYSTAT']._serialized_start=948
+    _globals['_MEMORYSTAT']._serialized_end=1780
+    _globals['_MEMORYEVENTS']._serialized_start=1782
+    _globals['_MEMORYEVENTS']._serialized_end=1867
+    _globals['_RDMASTAT']._serialized_start=1869
+    _globals['_RDMASTAT']._serialized_end=1985
+    _globals['_RDMAENTRY']._serialized_start=1987
+    _globals['_RDMAENTRY']._serialized_end=2056
+    _globals['_IOSTAT']._serialized_start=2058
+    _globals['_IOSTAT']._serialized_end=2165
+    _globals['_IOENTRY']._serialized_start=2167
+    _globals['_IOENTRY']._serialized_end=2266
+    _globals['_HUGETLBSTAT']._serialized_start=2268
+    _globals['_HUGETLBSTAT']._serialized_end=2329
+    _globals['_NETWORKSTAT']._serialized_start=2332
+    _globals['_NETWORKSTAT']._serialized_end=2513
+  # @@protoc_insertion_point(module_scope)
+del _SERIALIZED

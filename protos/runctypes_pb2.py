@@ -4,39 +4,49 @@
 # source: pyrunc/protos/runctypes.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import descriptor_pool as _descriptor_pool
-from google.protobuf import runtime_version as _runtime_version
-from google.protobuf import symbol_database as _symbol_database
-from google.protobuf.internal import builder as _builder
-_runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC,
-    7,
-    35,
-    1,
-    '',
-    'pyrunc/protos/runctypes.proto'
-)
-# @@protoc_insertion_point(imports)
+# protos/generate.py wrapped protoc's code: with upb, _lean.build makes the same classes
+# without importing protobuf's Python layer (see protos/_lean.py); else protoc's code runs.
+from pyrunc.protos import _lean
 
-_sym_db = _symbol_database.Default()
+_SERIALIZED = b'\n\x1dpyrunc/protos/runctypes.proto\x12\x15\x63ontainerd.linux.runc\"_\n\x0bRuncOptions\x12\x0f\n\x07runtime\x18\x01 \x01(\t\x12\x14\n\x0cruntime_root\x18\x02 \x01(\t\x12\x11\n\tcriu_path\x18\x03 \x01(\t\x12\x16\n\x0esystemd_cgroup\x18\x04 \x01(\x08\"\xab\x02\n\rCreateOptions\x12\x15\n\rno_pivot_root\x18\x01 \x01(\x08\x12\x10\n\x08open_tcp\x18\x02 \x01(\x08\x12\x1d\n\x15\x65xternal_unix_sockets\x18\x03 \x01(\x08\x12\x10\n\x08terminal\x18\x04 \x01(\x08\x12\x12\n\nfile_locks\x18\x05 \x01(\x08\x12\x18\n\x10\x65mpty_namespaces\x18\x06 \x03(\t\x12\x14\n\x0c\x63groups_mode\x18\x07 \x01(\t\x12\x16\n\x0eno_new_keyring\x18\x08 \x01(\x08\x12\x13\n\x0bshim_cgroup\x18\t \x01(\t\x12\x0e\n\x06io_uid\x18\n \x01(\r\x12\x0e\n\x06io_gid\x18\x0b \x01(\r\x12\x16\n\x0e\x63riu_work_path\x18\x0c \x01(\t\x12\x17\n\x0f\x63riu_image_path\x18\r \x01(\t\"\xcf\x01\n\x11\x43heckpointOptions\x12\x0c\n\x04\x65xit\x18\x01 \x01(\x08\x12\x10\n\x08open_tcp\x18\x02 \x01(\x08\x12\x1d\n\x15\x65xternal_unix_sockets\x18\x03 \x01(\x08\x12\x10\n\x08terminal\x18\x04 \x01(\x08\x12\x12\n\nfile_locks\x18\x05 \x01(\x08\x12\x18\n\x10\x65mpty_namespaces\x18\x06 \x03(\t\x12\x14\n\x0c\x63groups_mode\x18\x07 \x01(\t\x12\x11\n\twork_path\x18\x08 \x01(\t\x12\x12\n\nimage_path\x18\t \x01(\t\"!\n\x0eProcessDetails\x12\x0f\n\x07\x65xec_id\x18\x01 \x01(\tb\x06proto3'
+
+if _lean.ACTIVE:
+  _lean.build(globals(), _SERIALIZED, 'pyrunc.protos.runctypes_pb2')
+else:
+  from google.protobuf import descriptor as _descriptor
+  from google.protobuf import descriptor_pool as _descriptor_pool
+  from google.protobuf import runtime_version as _runtime_version
+  from google.protobuf import symbol_database as _symbol_database
+  from google.protobuf.internal import builder as _builder
+  _runtime_version.ValidateProtobufRuntimeVersion(
+      _runtime_version.Domain.PUBLIC,
+      7,
+      35,
+      1,
+      '',
+      'pyrunc/protos/runctypes.proto'
+  )
+  # @@protoc_insertion_point(imports)
+
+  _sym_db = _symbol_database.Default()
 
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpyrunc/protos/runctypes.proto\x12\x15\x63ontainerd.linux.runc\"_\n\x0bRuncOptions\x12\x0f\n\x07runtime\x18\x01 \x01(\t\x12\x14\n\x0cruntime_root\x18\x02 \x01(\t\x12\x11\n\tcriu_path\x18\x03 \x01(\t\x12\x16\n\x0esystemd_cgroup\x18\x04 \x01(\x08\"\xab\x02\n\rCreateOptions\x12\x15\n\rno_pivot_root\x18\x01 \x01(\x08\x12\x10\n\x08open_tcp\x18\x02 \x01(\x08\x12\x1d\n\x15\x65xternal_unix_sockets\x18\x03 \x01(\x08\x12\x10\n\x08terminal\x18\x04 \x01(\x08\x12\x12\n\nfile_locks\x18\x05 \x01(\x08\x12\x18\n\x10\x65mpty_namespaces\x18\x06 \x03(\t\x12\x14\n\x0c\x63groups_mode\x18\x07 \x01(\t\x12\x16\n\x0eno_new_keyring\x18\x08 \x01(\x08\x12\x13\n\x0bshim_cgroup\x18\t \x01(\t\x12\x0e\n\x06io_uid\x18\n \x01(\r\x12\x0e\n\x06io_gid\x18\x0b \x01(\r\x12\x16\n\x0e\x63riu_work_path\x18\x0c \x01(\t\x12\x17\n\x0f\x63riu_image_path\x18\r \x01(\t\"\xcf\x01\n\x11\x43heckpointOptions\x12\x0c\n\x04\x65xit\x18\x01 \x01(\x08\x12\x10\n\x08open_tcp\x18\x02 \x01(\x08\x12\x1d\n\x15\x65xternal_unix_sockets\x18\x03 \x01(\x08\x12\x10\n\x08terminal\x18\x04 \x01(\x08\x12\x12\n\nfile_locks\x18\x05 \x01(\x08\x12\x18\n\x10\x65mpty_namespaces\x18\x06 \x03(\t\x12\x14\n\x0c\x63groups_mode\x18\x07 \x01(\t\x12\x11\n\twork_path\x18\x08 \x01(\t\x12\x12\n\nimage_path\x18\t \x01(\t\"!\n\x0eProcessDetails\x12\x0f\n\x07\x65xec_id\x18\x01 \x01(\tb\x06proto3')
+  DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(_SERIALIZED)
 
-_globals = globals()
-_builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pyrunc.protos.runctypes_pb2', _globals)
-if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_RUNCOPTIONS']._serialized_start=56
-  _globals['_RUNCOPTIONS']._serialized_end=151
-  _globals['_CREATEOPTIONS']._serialized_start=154
-  _globals['_CREATEOPTIONS']._serialized_end=453
-  _globals['_CHECKPOINTOPTIONS']._serialized_start=456
-  _globals['_CHECKPOINTOPTIONS']._serialized_end=663
-  _globals['_PROCESSDETAILS']._serialized_start=665
-  _globals['_PROCESSDETAILS']._serialized_end=698
-# @@protoc_insertion_point(module_scope)
+  _globals = globals()
+  _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
+  _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pyrunc.protos.runctypes_pb2', _globals)
+  if not _descriptor._USE_C_DESCRIPTORS:
+    DESCRIPTOR._loaded_options = None
+    _globals['_RUNCOPTIONS']._serialized_start=56
+    _globals['_RUNCOPTIONS']._serialized_end=151
+    _globals['_CREATEOPTIONS']._serialized_start=154
+    _globals['_CREATEOPTIONS']._serialized_end=453
+    _globals['_CHECKPOINTOPTIONS']._serialized_start=456
+    _globals['_CHECKPOINTOPTIONS']._serialized_end=663
+    _globals['_PROCESSDETAILS']._serialized_start=665
+    _globals['_PROCESSDETAILS']._serialized_end=698
+  # @@protoc_insertion_point(module_scope)
+del _SERIALIZED

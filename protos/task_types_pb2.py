@@ -4,38 +4,49 @@
 # source: pyrunc/protos/task_types.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import descriptor_pool as _descriptor_pool
-from google.protobuf import runtime_version as _runtime_version
-from google.protobuf import symbol_database as _symbol_database
-from google.protobuf.internal import builder as _builder
-_runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC,
-    7,
-    35,
-    1,
-    '',
-    'pyrunc/protos/task_types.proto'
-)
-# @@protoc_insertion_point(imports)
+# protos/generate.py wrapped protoc's code: with upb, _lean.build makes the same classes
+# without importing protobuf's Python layer (see protos/_lean.py); else protoc's code runs.
+from pyrunc.protos import _lean
 
-_sym_db = _symbol_database.Default()
+_SERIALIZED = b'\n\x1epyrunc/protos/task_types.proto\x12\x13\x63ontainerd.v1.types\x1a\x19google/protobuf/any.proto\">\n\x0bProcessInfo\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\"\n\x04info\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any*U\n\x06Status\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07\x43REATED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\x0b\n\x07STOPPED\x10\x03\x12\n\n\x06PAUSED\x10\x04\x12\x0b\n\x07PAUSING\x10\x05*3\n\nExitReason\x12\x08\n\x04NONE\x10\x00\x12\r\n\tOOMKILLED\x10\x01\x12\x0c\n\x08SIGNALED\x10\x02\x62\x06proto3'
+
+if _lean.ACTIVE:
+  from pyrunc.protos import any_pb2 as google_dot_protobuf_dot_any__pb2
+  _lean.build(globals(), _SERIALIZED, 'pyrunc.protos.task_types_pb2')
+else:
+  from google.protobuf import descriptor as _descriptor
+  from google.protobuf import descriptor_pool as _descriptor_pool
+  from google.protobuf import runtime_version as _runtime_version
+  from google.protobuf import symbol_database as _symbol_database
+  from google.protobuf.internal import builder as _builder
+  _runtime_version.ValidateProtobufRuntimeVersion(
+      _runtime_version.Domain.PUBLIC,
+      7,
+      35,
+      1,
+      '',
+      'pyrunc/protos/task_types.proto'
+  )
+  # @@protoc_insertion_point(imports)
+
+  _sym_db = _symbol_database.Default()
 
 
-from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
+  from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epyrunc/protos/task_types.proto\x12\x13\x63ontainerd.v1.types\x1a\x19google/protobuf/any.proto\">\n\x0bProcessInfo\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\"\n\x04info\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any*U\n\x06Status\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07\x43REATED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\x0b\n\x07STOPPED\x10\x03\x12\n\n\x06PAUSED\x10\x04\x12\x0b\n\x07PAUSING\x10\x05*3\n\nExitReason\x12\x08\n\x04NONE\x10\x00\x12\r\n\tOOMKILLED\x10\x01\x12\x0c\n\x08SIGNALED\x10\x02\x62\x06proto3')
+  DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(_SERIALIZED)
 
-_globals = globals()
-_builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pyrunc.protos.task_types_pb2', _globals)
-if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_STATUS']._serialized_start=146
-  _globals['_STATUS']._serialized_end=231
-  _globals['_EXITREASON']._serialized_start=233
-  _globals['_EXITREASON']._serialized_end=284
-  _globals['_PROCESSINFO']._serialized_start=82
-  _globals['_PROCESSINFO']._serialized_end=144
-# @@protoc_insertion_point(module_scope)
+  _globals = globals()
+  _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
+  _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pyrunc.protos.task_types_pb2', _globals)
+  if not _descriptor._USE_C_DESCRIPTORS:
+    DESCRIPTOR._loaded_options = None
+    _globals['_STATUS']._serialized_start=146
+    _globals['_STATUS']._serialized_end=231
+    _globals['_EXITREASON']._serialized_start=233
+    _globals['_EXITREASON']._serialized_end=284
+    _globals['_PROCESSINFO']._serialized_start=82
+    _globals['_PROCESSINFO']._serialized_end=144
+  # @@protoc_insertion_point(module_scope)
+del _SERIALIZED

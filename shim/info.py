@@ -121,10 +121,9 @@ def read_options(data: bytes) -> tuple[bytes | None, str]:
     name, "" for the default)."""
     if not data:
         return None, ""  # Go: ErrNotFound, which Info ignores
-    from google.protobuf import any_pb2
     from google.protobuf.message import DecodeError
 
-    from pyrunc.protos import runc_options_pb2
+    from pyrunc.protos import any_pb2, runc_options_pb2
 
     prefix = "failed to read runtime options (*options.Options): "
     try:

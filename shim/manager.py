@@ -230,9 +230,9 @@ def apply_start_options(pid: int, data: bytes) -> None:
     Raises ValueError for options that do not decode."""
     if not data:
         return
-    from google.protobuf import any_pb2
     from google.protobuf.message import DecodeError
 
+    from pyrunc.protos import any_pb2
     from pyrunc.shim.task import runtime_options
     from pyrunc.shim.ttrpc.status import TTRPCError
 

@@ -14,11 +14,10 @@ import logging
 import threading
 import time
 
-from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
 from pyrunc.oci.errors import describe
-from pyrunc.protos import forward_pb2
+from pyrunc.protos import empty_pb2, forward_pb2
 from pyrunc.shim.ttrpc.client import Client
 from pyrunc.shim.ttrpc.status import TTRPCError
 

@@ -20,10 +20,8 @@ import shutil
 import socket
 import threading
 
-from google.protobuf import empty_pb2
-
 from pyrunc.oci.runc import Runc, RuncError
-from pyrunc.protos import events_pb2, forward_pb2, shim_pb2
+from pyrunc.protos import empty_pb2, events_pb2, forward_pb2, shim_pb2
 from pyrunc.shim.log import LogrusFormatter
 from pyrunc.shim.publisher import EVENTS_SERVICE, Publisher
 from pyrunc.shim.reaper import Reaper

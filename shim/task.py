@@ -23,7 +23,6 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import DecodeError, Message
 
 from pyrunc.oci import bundle as bundles
@@ -36,6 +35,8 @@ from pyrunc.oci.options import CheckpointOpts, RuntimeOptions
 from pyrunc.oci.process import Process, State, StateError
 from pyrunc.oci.stdio import Stdio
 from pyrunc.protos import (
+    any_pb2,
+    empty_pb2,
     events_pb2,
     runc_options_pb2,
     runctypes_pb2,
