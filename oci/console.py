@@ -37,6 +37,7 @@ from pyrunc.oci.stdio import (
     FILE,
     Stdio,
     Wakeup,
+    close_owned,
     fifo_path,
     join_all,
     join_until,
@@ -389,15 +390,7 @@ class ConsoleIO:
                 self._master = None
 
     def _close_fd(self, fd: int | None) -> None:
-        """Close fd if this ConsoleIO still owns it; every close goes through here, once
-        (set.remove is atomic: of two threads, one closes)."""
-        if fd is None:
-            return
-        try:
-            self._owned.remove(fd)
-        except KeyError:
-            return
-        os.close(fd)
+        close_owned(self._owned, fd)
 
     def resize(self, width: int, height: int) -> None:
         """ResizePty; a no-op once the console is closed, as in Go."""

@@ -360,6 +360,19 @@ def join_until(threads: list[threading.Thread], deadline: float) -> None:
         thread.join(max(0.0, deadline - time.monotonic()))
 
 
+def close_owned(owned: set[int], fd: int | None) -> None:
+    """Close fd if it is still in `owned`: every close of a PipeIO's or ConsoleIO's fds goes
+    through here, relay threads' too. set.remove is atomic, so of two callers only one closes
+    (a second close could hit a number the kernel has handed out again)."""
+    if fd is None:
+        return
+    try:
+        owned.remove(fd)
+    except KeyError:
+        return
+    os.close(fd)
+
+
 class PipeIO:
     """The pipes between one container process and the shim, and their relays.
 
@@ -558,15 +571,7 @@ class PipeIO:
             self._close_fd(dst)  # EOF for whoever reads dst (containerd, or the container)
 
     def _close_fd(self, fd: int | None) -> None:
-        """Close fd if this PipeIO still owns it; every close goes through here, once. Relay
-        threads close through here too: set.remove is atomic, so only one caller closes."""
-        if fd is None:
-            return
-        try:
-            self._owned.remove(fd)
-        except KeyError:
-            return
-        os.close(fd)
+        close_owned(self._owned, fd)
 
     def close_stdin(self) -> None:
         """CloseIO: drop our writer of the stdin fifo, so the container gets EOF once the

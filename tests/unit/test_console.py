@@ -14,15 +14,14 @@ import termios
 import threading
 import time
 import tty
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pyrunc.oci.console import ConsoleIO, ConsoleSocket, resize
 from pyrunc.oci.stdio import Stdio
-
-TIMEOUT = 30
+from tests.unit.threads import TIMEOUT, in_thread, joined, relay_threads
 
 
 def open_pty() -> tuple[int, int]:
@@ -75,33 +74,6 @@ def write_all(fd: int, payload: bytes) -> None:
             view = view[os.write(fd, view[:65536]):]
         except BlockingIOError:
             wait_for(fd, select.POLLOUT)
-
-
-def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
-    """Run target in a thread of its own; its result (or exception) lands in the list."""
-    result: list[object] = []
-
-    def run() -> None:
-        try:
-            result.append(target())
-        except BaseException as e:  # handed to the test to raise
-            result.append(e)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, result
-
-
-def joined(thread: threading.Thread, result: list[object], timeout: float = TIMEOUT) -> object:
-    thread.join(timeout)
-    assert not thread.is_alive(), "still running"
-    if isinstance(result[0], BaseException):
-        raise result[0]
-    return result[0]
-
-
-def relay_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("relay-")]
 
 
 def cpu_while_idle(threads: list[threading.Thread], seconds: float) -> list[float]:

@@ -7,41 +7,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pyrunc.oci.stdio import PipeIO, Stdio, Wakeup, relay
-
-TIMEOUT = 30
-
-
-def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
-    """Run target in a thread of its own; its result (or exception) lands in the list."""
-    result: list[object] = []
-
-    def run() -> None:
-        try:
-            result.append(target())
-        except BaseException as e:  # handed to the test to raise
-            result.append(e)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, result
-
-
-def joined(thread: threading.Thread, result: list[object], timeout: float = TIMEOUT) -> object:
-    thread.join(timeout)
-    assert not thread.is_alive(), "still running"
-    if isinstance(result[0], BaseException):
-        raise result[0]
-    return result[0]
-
-
-def relay_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("relay-")]
+from tests.unit.threads import in_thread, joined, relay_threads
 
 
 def open_fds() -> set[str]:
