@@ -222,9 +222,10 @@ def test_start_and_delete_end_without_finalization_but_with_what_an_exit_does(
     import sys
     from pathlib import Path
 
-    import pyrunc
+    import pyrunc.shim
 
-    src = str(Path(pyrunc.__file__).resolve().parent.parent)
+    # (pyrunc itself is a namespace package once installed: it has no __file__)
+    src = str(Path(pyrunc.shim.__file__ or ".").absolute().parents[2])
     bundle = str(tmp_path)
 
     def delete(id: str) -> subprocess.CompletedProcess[bytes]:

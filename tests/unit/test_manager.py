@@ -188,9 +188,10 @@ def test_a_bundle_that_delete_finds_clean_costs_no_os_nor_runc(tmp_path: Path) -
     import subprocess
     import sys
 
-    import pyrunc
+    import pyrunc.shim
 
-    src = str(Path(pyrunc.__file__).resolve().parent.parent)
+    # (pyrunc itself is a namespace package once installed: it has no __file__)
+    src = str(Path(pyrunc.shim.__file__ or ".").absolute().parents[2])
     bundle.write_options(str(tmp_path), RuntimeOptions())
     bundle.write_runtime(str(tmp_path), "runc")
     (tmp_path / "init.pid").write_text("4242")
