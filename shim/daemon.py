@@ -87,14 +87,18 @@ def _serve(listener: socket.socket, namespace: str, ttrpc_address: str) -> None:
     def shut_down() -> None:
         # In a thread of its own: calls still being answered may need the reaper meanwhile.
         log.info("shutting down")
-        with contextlib.suppress(OSError):
-            if isinstance(socket_file, str) and socket_file:
-                os.unlink(socket_file)
-        if not server.shutdown(timeout=_SHUTDOWN_TIMEOUT):
-            server.close()
-        publisher.close(timeout=_PUBLISH_TIMEOUT)
-        done.set()
-        signal.pthread_kill(main, signal.SIGUSR1)
+        try:
+            with contextlib.suppress(OSError):
+                if isinstance(socket_file, str) and socket_file:
+                    os.unlink(socket_file)
+            if not server.shutdown(timeout=_SHUTDOWN_TIMEOUT):
+                server.close()
+            publisher.close(timeout=_PUBLISH_TIMEOUT)
+        except Exception:
+            log.exception("shutting down failed")  # the shim must still exit
+        finally:
+            done.set()
+            signal.pthread_kill(main, signal.SIGUSR1)
 
     reaper.reap()  # anything that exited before the signal was blocked
     shutting_down = False
