@@ -148,7 +148,9 @@ def test_oom_kill_of_the_init_is_read_from_memory_events(
     assert exit["exit_status"] == 137
     cgroup = CGROUP_ROOT / containerd.namespace / id
     assert read_uint(cgroup / "memory.max") == 16 * MiB
-    assert read_kv(cgroup / "memory.events")["oom_kill"] == 1
+    # At least one kill: the hog's shell and its pipeline both grow, and the kernel may kill
+    # twice before the cgroup fits its limit (seen in the guest).
+    assert read_kv(cgroup / "memory.events")["oom_kill"] >= 1
 
 
 @both_runtimes
@@ -162,9 +164,10 @@ def test_oom_kill_of_an_exec_is_reported_and_the_init_lives_on(
                                 timeout=120)
         assert result.returncode == 137, result
         assert_oom_reported(events, id, runtime)
-    assert read_kv(cgroup / "memory.events")["oom_kill"] == 1
+    kills = read_kv(cgroup / "memory.events")["oom_kill"]
+    assert kills >= 1  # (the kernel may kill twice for one hog, as above)
     assert containerd.status(id) == "RUNNING"
-    assert stats(containerd, id).memory_events.oom_kill == 1
+    assert stats(containerd, id).memory_events.oom_kill == kills  # the cgroup's own count
 
 
 # --- Stats against the cgroup's files ---------------------------------------------------------
