@@ -1458,8 +1458,9 @@ def cells(r: Row) -> tuple[str, ...]:
     return (r.name, *figures, r.met_text())
 
 
-def table(table_rows: list[Row], runtimes: tuple[str, str]) -> str:
-    lines_ = [header(runtimes), *map(cells, table_rows)]
+def text_table(head: Sequence[str], body: Iterable[Sequence[str]]) -> str:
+    """Aligned columns for the terminal: the first left-aligned, the others right-aligned."""
+    lines_ = [tuple(head), *map(tuple, body)]
     widths = [max(len(line[i]) for line in lines_) for i in range(len(lines_[0]))]
     text = [
         " | ".join(
@@ -1472,14 +1473,21 @@ def table(table_rows: list[Row], runtimes: tuple[str, str]) -> str:
     return "\n".join(text)
 
 
-def markdown_table(table_rows: list[Row], runtimes: tuple[str, str]) -> str:
-    head = header(runtimes)
-    text = [
+def markdown(head: Sequence[str], body: Iterable[Sequence[str]]) -> str:
+    """The same as a Markdown table, figures right-aligned."""
+    return "\n".join([
         "| " + " | ".join(head) + " |",
         "|---" + "|---:" * (len(head) - 1) + "|",
-        *("| " + " | ".join(cells(r)) + " |" for r in table_rows),
-    ]
-    return "\n".join(text)
+        *("| " + " | ".join(row) + " |" for row in body),
+    ])
+
+
+def table(table_rows: list[Row], runtimes: tuple[str, str]) -> str:
+    return text_table(header(runtimes), map(cells, table_rows))
+
+
+def markdown_table(table_rows: list[Row], runtimes: tuple[str, str]) -> str:
+    return markdown(header(runtimes), map(cells, table_rows))
 
 
 @dataclass
@@ -1574,26 +1582,11 @@ def action_rows(result: Json) -> list[FloorRow]:
 
 
 def floor_table(floor_rows: list[FloorRow]) -> str:
-    lines_ = [FLOOR_HEADER, *(r.cells() for r in floor_rows)]
-    widths = [max(len(line[i]) for line in lines_) for i in range(len(FLOOR_HEADER))]
-    text = [
-        " | ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in lines_
-    ]
-    text.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(text)
+    return text_table(FLOOR_HEADER, (r.cells() for r in floor_rows))
 
 
 def floor_markdown_table(floor_rows: list[FloorRow]) -> str:
-    return "\n".join([
-        "| " + " | ".join(FLOOR_HEADER) + " |",
-        "|---" + "|---:" * (len(FLOOR_HEADER) - 1) + "|",
-        *("| " + " | ".join(r.cells()) + " |" for r in floor_rows),
-    ])
-
+    return markdown(FLOOR_HEADER, (r.cells() for r in floor_rows))
 
 
 def chart(result: Json, table_rows: list[Row], runtimes: tuple[str, str], path: Path) -> str:
