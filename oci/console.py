@@ -37,6 +37,7 @@ from pyrunc.oci.stdio import (
     FILE,
     Stdio,
     Wakeup,
+    await_fifo_reader,
     close_owned,
     fifo_path,
     join_all,
@@ -280,19 +281,19 @@ class ConsoleIO:
         if stdin_path:
             stdin_reader, self._stdin_writer = open_stdin_fifo(stdin_path)
             self._owned.update((stdin_reader, self._stdin_writer))
-        holder, writer = self._open_stdout()
-        self._owned.add(writer)
-        if holder is not None:
-            self._owned.add(holder)
+        opened = self._open_stdout()
+        if opened is not None:
+            self._own(opened)
         self._wakeup = Wakeup()
         # Counted before either starts, so that the first one out cannot think it the last.
         self._running = 1 if stdin_reader is None else 2
         self._output.append(
-            self._spawn("relay-console-out", self._copy_out, master_fd, writer, holder))
+            self._spawn("relay-console-out", self._copy_out, master_fd, opened))
         if stdin_reader is not None:
             self._spawn("relay-console-in", self._copy_in, stdin_reader, master_fd)
 
-    def _open_stdout(self) -> tuple[int | None, int]:
+    def _open_stdout(self) -> tuple[int | None, int] | None:
+        """(holder, writer) of the output; None for a fifo nobody reads yet."""
         path = self.stdio.stdout
         try:
             if self.uri.scheme == FILE:
@@ -306,7 +307,13 @@ class ConsoleIO:
         except OSError as e:
             raise PathError("open", e.filename or fifo_path(path), e.errno) from e
 
-    def _spawn(self, name: str, target: Callable[..., None], *args: int | None) -> threading.Thread:
+    def _own(self, opened: tuple[int | None, int]) -> None:
+        holder, writer = opened
+        self._owned.add(writer)
+        if holder is not None:
+            self._owned.add(holder)
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: object) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         thread.start()
         self._relays.append(thread)
@@ -325,14 +332,21 @@ class ConsoleIO:
             self._hang_up()  # as Go: stdin closed or broken, release the console
             self._relay_done()
 
-    def _copy_out(self, master: int, writer: int, holder: int | None) -> None:
+    def _copy_out(self, master: int, opened: tuple[int | None, int] | None) -> None:
         wakeup = self._wakeup
         assert wakeup is not None
-        readable = poller(master, select.POLLIN, wakeup)
-        writable = poller(writer, select.POLLOUT, wakeup)
         total = 0
         quiet = 0.0  # how long EIO has held without a byte
+        holder = writer = None
         try:
+            if opened is None:  # the stdout fifo has no reader yet: the output waits in the pty
+                opened = await_fifo_reader(fifo_path(self.stdio.stdout), wakeup)
+                if opened is None:
+                    return  # close() came first
+                self._own(opened)
+            holder, writer = opened
+            readable = poller(master, select.POLLIN, wakeup)
+            writable = poller(writer, select.POLLOUT, wakeup)
             while not wakeup.is_set:
                 try:
                     data = os.read(master, _CHUNK)

@@ -286,19 +286,49 @@ def relay(src: int, dst: int, wakeup: Wakeup | None = None) -> int:
     return total
 
 
-def open_fifo_writer(path: str) -> tuple[int, int]:
-    """Open (holding reader, writer) on an output fifo, neither blocking.
+def open_fifo_writer(path: str) -> tuple[int, int] | None:
+    """Open (holding reader, writer) on an output fifo, neither blocking; None while nobody
+    reads the fifo yet.
 
-    Our own reader makes the write open succeed at once and keeps writes from failing while
-    containerd's reader is away; containerd still sees EOF when our writer closes.
+    The writer is opened first, and only once containerd's reader is there: our own reader,
+    opened first, would let the write open succeed with nobody else reading, and a client
+    whose open(2) comes only after our writer has come and gone waits in the kernel for a
+    writer that never comes back, and sees none of what was written (the Go shim's blocking
+    open of the writer has the same effect). Our reader then keeps writes from failing while
+    containerd's reader is away (a restart); containerd still sees EOF when our writer closes.
     """
-    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         writer = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ENXIO:  # no reader yet
+            return None
+        raise
+    try:
+        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except BaseException:
-        os.close(reader)
+        os.close(writer)
         raise
     return reader, writer
+
+
+# While an output fifo has no reader, open_fifo_writer is tried again after pauses growing
+# from the first to the last of these (seconds): the kernel gives no event to wait for.
+_READER_PAUSES = (0.001, 0.25)
+
+
+def await_fifo_reader(path: str, wakeup: Wakeup) -> tuple[int, int] | None:
+    """open_fifo_writer, tried until the fifo has a reader; None if the wakeup is set first.
+
+    Meanwhile the process's output waits in its pipe: it is only delayed, never lost."""
+    sleeper = poller(wakeup.fd, _POLLIN, None)
+    pause, longest = _READER_PAUSES
+    while True:
+        opened = open_fifo_writer(path)
+        if opened is not None:
+            return opened
+        if sleeper.poll(pause * 1000) and wakeup.consume():
+            return None
+        pause = min(pause * 2, longest)
 
 
 def open_stdin_fifo(path: str) -> tuple[int, int]:
@@ -315,10 +345,11 @@ def open_stdin_fifo(path: str) -> tuple[int, int]:
     return reader, writer
 
 
-def open_output(path: str) -> tuple[int | None, int]:
-    """An output target: a fifo (with a holding reader) or, for an existing regular file,
-    append to it. A missing path is an error (FileNotFoundError), as in the Go shim: creating a
-    regular file where containerd's fifo should be would hide the fault and grow unread."""
+def open_output(path: str) -> tuple[int | None, int] | None:
+    """An output target: a fifo (writer and holding reader; None while nobody reads it, see
+    await_fifo_reader) or, for an existing regular file, append to it. A missing path is an
+    error (FileNotFoundError), as in the Go shim: creating a regular file where containerd's
+    fifo should be would hide the fault and grow unread."""
     if _is_fifo(path):
         return open_fifo_writer(path)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
@@ -482,26 +513,25 @@ class PipeIO:
             reader, self._stdin_writer = open_stdin_fifo(stdin_path)
             self._owned.update((reader, self._stdin_writer))
             os.set_blocking(self._shim_side[0], False)
-            self._spawn_relay("stdin", reader, self._shim_side[0], output=False)
+            self._spawn_relay("stdin", reader, stdin_path, (None, self._shim_side[0]))
         for index, path in ((1, self.stdio.stdout), (2, self.stdio.stderr)):
             src = self._shim_side[index]
             if not path or src is None:
                 continue
-            holder: int | None = None
+            target = fifo_path(path)
             try:
                 if self.uri.scheme == FILE:
-                    writer = open_log_file(self.uri.path)
+                    opened: tuple[int | None, int] | None = (None, open_log_file(self.uri.path))
                 else:
-                    holder, writer = open_output(fifo_path(path))
+                    opened = open_output(target)
             except PathError:
                 raise
             except OSError as e:
-                raise PathError("open", e.filename or fifo_path(path), e.errno) from e
-            self._owned.add(writer)
-            if holder is not None:
-                self._owned.add(holder)
+                raise PathError("open", e.filename or target, e.errno) from e
+            if opened is not None:
+                self._own(opened)
             os.set_blocking(src, False)
-            self._spawn_relay("stdout" if index == 1 else "stderr", src, writer, output=True)
+            self._spawn_relay("stdout" if index == 1 else "stderr", src, target, opened)
 
     def _start_logger(self, ready_timeout: float) -> None:
         """Go's NewBinaryIO: fds 3 and 4 the output pipes, fd 5 the readiness pipe."""
@@ -553,20 +583,39 @@ class PipeIO:
         finally:
             self._close_fd(ready_r)
 
-    def _spawn_relay(self, name: str, src: int, dst: int, *, output: bool) -> None:
-        thread = threading.Thread(
-            target=self._run_relay, args=(src, dst), name=f"relay-{name}", daemon=True)
+    def _spawn_relay(self, name: str, src: int, target: str,
+                     opened: tuple[int | None, int] | None) -> None:
+        """A relay thread from src to opened's writer; with opened None (a fifo nobody reads
+        yet), the thread first waits for target's reader."""
+        output = name != "stdin"
+        thread = threading.Thread(target=self._run_relay, args=(src, target, opened),
+                                  name=f"relay-{name}", daemon=True)
         thread.start()
         self._relays.append(thread)
         if output:
             self._outputs.append(thread)
 
-    def _run_relay(self, src: int, dst: int) -> None:
+    def _own(self, opened: tuple[int | None, int]) -> None:
+        holder, writer = opened
+        self._owned.add(writer)
+        if holder is not None:
+            self._owned.add(holder)
+
+    def _run_relay(self, src: int, target: str, opened: tuple[int | None, int] | None) -> None:
+        dst: int | None = None
         try:
+            if opened is None:
+                assert self._wakeup is not None
+                log.debug("waiting for a reader of %s", target)
+                opened = await_fifo_reader(target, self._wakeup)
+                if opened is None:
+                    return  # close() came first
+                self._own(opened)
+            dst = opened[1]
             n = relay(src, dst, self._wakeup)
             log.debug("relay %d -> %d done after %d bytes", src, dst, n)
         except OSError as e:
-            log.warning("relaying fd %d to fd %d: %s", src, dst, describe(e))
+            log.warning("relaying fd %d (%s): %s", src, target, describe(e))
         finally:
             self._close_fd(dst)  # EOF for whoever reads dst (containerd, or the container)
 

@@ -21,7 +21,7 @@ import pytest
 
 from pyrunc.oci.console import ConsoleIO, ConsoleSocket, resize
 from pyrunc.oci.stdio import Stdio
-from tests.unit.threads import TIMEOUT, in_thread, joined, relay_threads
+from tests.unit.threads import TIMEOUT, in_thread, joined, open_fifo_reader, relay_threads
 
 
 def open_pty() -> tuple[int, int]:
@@ -109,7 +109,7 @@ class Fifos:
     def open_client(self) -> tuple[int, int]:
         """The client's stdin writer and stdout reader (after ConsoleIO holds its own ends)."""
         writer = os.open(self.stdin, os.O_WRONLY | os.O_NONBLOCK)
-        reader = os.open(self.stdout, os.O_RDONLY | os.O_NONBLOCK)
+        reader = open_fifo_reader(self.stdout)
         self.fds += [writer, reader]
         return writer, reader
 
@@ -157,6 +157,34 @@ def test_console_output_ends_when_the_tty_is_closed(tmp_path: Path, no_leaks: No
     finally:
         io.close()
         fifos.close()
+
+
+def test_console_output_reaches_a_reader_that_comes_after_the_tty_is_closed(
+        tmp_path: Path, no_leaks: None) -> None:
+    # containerd's blocking open of the stdout fifo may come late on a busy node: it must
+    # still find a writer, and all that the process wrote (see test_stdio_relay's twin).
+    fifos = Fifos(tmp_path)
+    master, slave = open_pty()
+    io = ConsoleIO(Stdio(stdout=fifos.stdout, terminal=True))
+    io.start(master)
+    os.write(slave, b"last words\n")
+    os.close(slave)
+    io.wait(0.5)
+    opener = in_thread(lambda: os.open(fifos.stdout, os.O_RDONLY | os.O_CLOEXEC))
+    opener[0].join(5)
+    stuck = opener[0].is_alive()
+    if stuck:  # free the test's thread: a writer that comes and goes ends its wait
+        os.close(os.open(fifos.stdout, os.O_WRONLY | os.O_NONBLOCK))
+    reader = joined(*opener)
+    assert isinstance(reader, int)
+    try:
+        data = read_to_eof(reader)
+        io.wait(5)
+    finally:
+        io.close()
+        os.close(reader)
+    assert not stuck, "the reader's open(2) waited for a writer that had come and gone"
+    assert data == b"last words\n"
 
 
 def test_output_that_comes_after_a_first_eio_still_arrives(

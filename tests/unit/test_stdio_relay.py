@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pyrunc.oci.stdio import PipeIO, Stdio, Wakeup, relay
-from tests.unit.threads import in_thread, joined, relay_threads
+from tests.unit.threads import in_thread, joined, open_fifo_reader, relay_threads
 
 
 def open_fds() -> set[str]:
@@ -117,7 +117,7 @@ class Fifos:
         return Stdio(get("stdin", ""), get("stdout", ""), get("stderr", ""))
 
     def reader(self, name: str) -> int:
-        return os.open(self.paths[name], os.O_RDONLY | os.O_NONBLOCK)
+        return open_fifo_reader(self.paths[name])
 
 
 def read_until(fd: int, n: int, timeout: float = 10) -> bytes:
@@ -170,6 +170,36 @@ def test_pipe_io_relays_all_three_streams_and_drains(tmp_path: Path, no_leaks: N
     io.close()  # twice is fine
     for fd in (proc_in, out, err):
         os.close(fd)
+
+
+def test_output_reaches_a_reader_that_comes_after_the_process_is_gone(
+        tmp_path: Path, no_leaks: None) -> None:
+    # On a busy node containerd's (blocking) open of the stdout fifo may come only after a
+    # short-lived process has written, exited and its relay seen EOF. A writer opened before
+    # that reader and closed again leaves its open(2) waiting for a writer for good, and the
+    # output is lost when Delete closes the shim's ends (ctr then prints nothing).
+    fifos = Fifos(tmp_path, "stdout")
+    io = PipeIO(fifos.stdio())
+    proc_out = os.dup(io.runc_stdio()[1])  # type: ignore[arg-type]
+    io.close_runc_side()
+    io.start()
+    os.write(proc_out, b"early\n")
+    os.close(proc_out)  # the process exits before anyone reads
+    io.wait(0.3)
+    path = fifos.paths["stdout"]
+    opener = in_thread(lambda: os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+    opener[0].join(5)
+    stuck = opener[0].is_alive()
+    if stuck:  # free the test's thread: a writer that comes and goes ends its wait
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    reader = joined(*opener)
+    assert isinstance(reader, int)
+    data = read_until(reader, 100)  # to EOF
+    io.wait(5)
+    io.close()
+    os.close(reader)
+    assert not stuck, "the reader's open(2) waited for a writer that had come and gone"
+    assert data == b"early\n"
 
 
 def test_wait_gives_up_after_its_timeout_while_the_process_runs(

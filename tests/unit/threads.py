@@ -33,3 +33,15 @@ def joined(thread: threading.Thread, result: list[object], timeout: float = TIME
 
 def relay_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("relay-")]
+
+
+def open_fifo_reader(path: str) -> int:
+    """Open a fifo for reading as containerd does (its fifo package: a blocking open(2) in a
+    goroutine), returned non-blocking: the open returns once the shim's writer is there, so a
+    first read never sees the EOF of a fifo that nobody has written to yet."""
+    import os
+
+    fd = joined(*in_thread(lambda: os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+    assert isinstance(fd, int)
+    os.set_blocking(fd, False)
+    return fd
