@@ -19,14 +19,12 @@ from __future__ import annotations
 import sys
 
 from pyrunc.shim import __version__
+from pyrunc.shim.names import binary_name_of, runtime_name_of, shim_title
 
 TYPE_CHECKING = False  # typing is not imported at run time: start and delete are hot
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
-
-RUNTIME_NAME = "io.containerd.pyrunc.v1"  # when the binary's name is not a shim's name
-BINARY_PREFIX = "containerd-shim-"
 
 # name -> (is a boolean flag, help). The one place the flags are declared.
 FLAGS: dict[str, tuple[bool, str]] = {
@@ -49,35 +47,6 @@ FLAGS: dict[str, tuple[bool, str]] = {
 }
 ALIASES = {"v": "version"}  # Go's shim takes both -v and -version
 ACTIONS = ("start", "delete")
-
-
-def runtime_name_of(argv0: str) -> str:
-    """The runtime a binary named like `containerd-shim-X-vN` serves: `io.containerd.X.vN`, the
-    reverse of containerd's mapping; RUNTIME_NAME for any other name (`python -m`)."""
-    base = argv0.rpartition("/")[2]
-    if not base.startswith(BINARY_PREFIX):
-        return RUNTIME_NAME
-    name, _, version = base[len(BINARY_PREFIX):].rpartition("-")
-    if not name or len(version) < 2 or version[0] != "v" or not version[1:].isdigit() \
-            or not version[1:].isascii() or "." in name:
-        return RUNTIME_NAME
-    return f"io.containerd.{name}.{version}"
-
-
-def binary_name_of(runtime: str) -> str:
-    """containerd's binary name for a runtime: the last two parts of its name (io.containerd.X.vN
-    -> containerd-shim-X-vN)."""
-    parts = runtime.split(".")
-    if len(parts) < 2:
-        parts = RUNTIME_NAME.split(".")
-    return f"{BINARY_PREFIX}{parts[-2]}-{parts[-1]}"
-
-
-def shim_title(runtime: str, namespace: str, id: str, address: str, debug: bool) -> str:
-    """The command line the Go shim's long-running process shows, under the name `start` was
-    run as: what `ps` and tools that look for containerd-shim-* expect to see."""
-    return " ".join([binary_name_of(runtime), "-namespace", namespace, "-id", id,
-                     "-address", address, *(["-debug"] if debug else [])])
 
 
 def parse_go_flags(argv: Sequence[str]) -> dict[str, Any] | None:

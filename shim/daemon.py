@@ -21,7 +21,7 @@ import socket
 import threading
 
 from pyrunc.shim import log as shimlog
-from pyrunc.shim.cli import RUNTIME_NAME
+from pyrunc.shim.names import RUNTIME_NAME
 from pyrunc.shim.publisher import Publisher
 from pyrunc.shim.reaper import Reaper
 from pyrunc.shim.task import TASK_SERVICES, TaskService
@@ -40,7 +40,7 @@ def run(*, namespace: str, id: str, address: str, debug: bool, socket_path: str 
     fields = {"runtime": runtime, "namespace": namespace}
     shimlog.setup(debug=debug, fields=fields, fifo="log")
     if socket_path:
-        from pyrunc.shim.manager import bind_socket
+        from pyrunc.shim.address import bind_socket
 
         listener = socket.socket(fileno=bind_socket(socket_path).detach())
     else:

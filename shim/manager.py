@@ -19,6 +19,16 @@ import time
 
 from pyrunc.oci import bundle as bundles
 from pyrunc.oci.bundle import join
+from pyrunc.shim.address import (
+    ADDRESS_FILE,
+    SOCKET_DIR,
+    bind_socket,
+    can_connect,
+    path_of,
+    socket_address,
+    write_address,
+)
+from pyrunc.shim.placement import adjust_oom_score, read_start_options, apply_start_options
 
 # These two actions run for every container, so they import as little as they can: no logging,
 # typing, dataclasses, threading or protobuf; socket and hashlib only where needed; and no `os`
@@ -30,27 +40,10 @@ if TYPE_CHECKING:
     import _socket
     from typing import Any
 
-SOCKET_DIR = "/run/containerd/s"
 # oci.runc.DEFAULT_RUNC_ROOT (a unit test holds the two together): `delete` loads oci/runc.py only
 # when runc still has the container.
 RUNC_ROOT = "/run/containerd/runc"
-MAX_SOCKET_PATH = 106  # sun_path is 108 bytes with its NUL; Go refuses longer than 106
-ADDRESS_FILE = "address"
 SIGKILL_STATUS = 128 + 9
-
-
-def socket_address(containerd_address: str, namespace: str, group: str) -> str:
-    """`unix:///run/containerd/s/<sha256 of address/namespace/group>`, as the Go shim names it."""
-    joined = bundles.normpath(join(containerd_address, namespace, group))
-    return f"unix://{SOCKET_DIR}/{sha256_hex(joined.encode())}"
-
-
-def sha256_hex(data: bytes) -> str:
-    try:
-        from _sha256 import sha256  # type: ignore[import-not-found]  # cheaper than hashlib
-    except ImportError:
-        from hashlib import sha256
-    return str(sha256(data).hexdigest())
 
 
 def _warn(message: str) -> None:
@@ -64,65 +57,6 @@ def _unlink(path: str) -> None:
         posix.unlink(path)
     except OSError:
         pass
-
-
-def path_of(address: str) -> str:
-    return address.removeprefix("unix://")
-
-
-def bind_socket(path: str) -> _socket.socket:
-    """A listening unix socket file, mode 0600 from the start (never an abstract socket).
-
-    It is the C module's socket (`_socket`), not the `socket` module's: that module alone costs
-    `start` a quarter of its own time to import. Wrap it with socket.socket(fileno=s.detach())
-    where the richer type is needed.
-    """
-    if len(path.encode()) > MAX_SOCKET_PATH:  # in the Go shim's words
-        from pyrunc.oci.errors import MessageError, quote
-
-        raise MessageError(errno.ENAMETOOLONG,
-                           f"{quote(path)}: unix socket path too long (> {MAX_SOCKET_PATH})")
-    import _socket
-
-    directory = bundles.dirname(path)
-    if not bundles.is_dir(directory):  # (os.makedirs leaves an existing one as it is)
-        import os
-
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    old_umask = posix.umask(0o177)
-    try:
-        sock.bind(path)
-    except BaseException:
-        sock.close()
-        raise
-    finally:
-        posix.umask(old_umask)
-    posix.chmod(path, 0o600)
-    sock.listen(128)
-    return sock
-
-
-def can_connect(path: str, timeout: float = 1.0) -> bool:
-    import _socket
-
-    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        probe.settimeout(timeout)
-        probe.connect(path)
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
-
-
-def write_address(bundle: str, address: str) -> None:
-    path = join(bundle, ADDRESS_FILE)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(address)
-    posix.replace(tmp, path)
 
 
 def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: str = "",
@@ -145,7 +79,7 @@ def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: st
             write_address(bundle, shim_address)
             print(shim_address, flush=True)
             return 0
-        options = _read_start_options()
+        options = read_start_options()
         try:
             write_address(bundle, shim_address)
             child = _start_shim(listener, namespace=namespace, id=id, address=address,
@@ -156,7 +90,7 @@ def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: st
             raise
         listener.close()
         try:
-            _adjust_oom_score(child)
+            adjust_oom_score(child)
         except BaseException:
             posix.kill(child, 9)  # SIGKILL, without importing signal
             _unlink(path)
@@ -216,69 +150,6 @@ def _spawn_shim(listener: _socket.socket, *, namespace: str, id: str, address: s
     # stdio to /dev/null: containerd waits for EOF on start's output, so the long-running shim
     # must not keep those pipes. A session of its own keeps it out of containerd's signals.
     return spawn(argv, extra_fds=[listener.fileno()], setsid=True)
-
-
-def _read_start_options() -> bytes:
-    """containerd hands the runtime options to `start` on stdin, as a binary Any."""
-    if sys.stdin is None or sys.stdin.isatty():
-        return b""
-    return sys.stdin.buffer.read()
-
-
-def apply_start_options(pid: int, data: bytes) -> None:
-    """The runtime option that acts on the shim itself: shim_cgroup, which it is moved into.
-    Raises ValueError for options that do not decode."""
-    if not data:
-        return
-    from google.protobuf.message import DecodeError
-
-    from pyrunc.protos import any_pb2
-    from pyrunc.shim.task import runtime_options
-    from pyrunc.shim.ttrpc.status import TTRPCError
-
-    try:
-        options = runtime_options(any_pb2.Any.FromString(data))
-    except DecodeError as e:
-        raise ValueError(f"runtime options on stdin: {e}") from e
-    except TTRPCError as e:  # its message, not the "ttrpc: code = …" form of str()
-        raise ValueError(f"runtime options on stdin: {e.message}") from e
-    if options.shim_cgroup:
-        move_to_cgroup(pid, options.shim_cgroup)
-
-
-def move_to_cgroup(pid: int, path: str, root: str = "/sys/fs/cgroup") -> None:
-    """Put pid into cgroup `path` of every hierarchy that has it (v1), or of the unified one."""
-    import os
-
-    relative = path.strip("/")
-    targets = [os.path.join(root, relative)]
-    if not os.path.exists(os.path.join(root, "cgroup.controllers")):  # v1 or hybrid
-        targets = [os.path.join(root, entry, relative) for entry in sorted(os.listdir(root))
-                   if not os.path.islink(os.path.join(root, entry))]
-    moved = 0
-    for target in targets:
-        procs = os.path.join(target, "cgroup.procs")
-        if os.path.exists(procs):
-            with open(procs, "w") as f:
-                f.write(str(pid))
-            moved += 1
-    if not moved:
-        raise ValueError(f"shim cgroup {path} does not exist")
-
-
-def _adjust_oom_score(pid: int) -> None:
-    """The shim should be killed before containerd: containerd's oom_score_adj plus one."""
-    try:
-        with open(f"/proc/{posix.getppid()}/oom_score_adj") as f:
-            score = int(f.read().strip())
-        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
-            f.write(str(min(score + 1, 1000)))
-    except (OSError, ValueError) as e:  # as the Go shim: start fails
-        from pyrunc.oci.errors import MessageError, describe
-
-        raise MessageError(
-            getattr(e, "errno", None), f"failed to adjust OOM score for shim {pid}: {describe(e)}"
-        ) from e
 
 
 def _remove_dead_socket(bundle: str) -> None:

@@ -49,7 +49,7 @@ MAX_REQUEST = 1 << 20
 def identity() -> str:
     """A short hash naming the installed code and interpreter this process runs."""
     import pyrunc.shim as package
-    from pyrunc.shim.manager import sha256_hex
+    from pyrunc.shim.address import sha256_hex
 
     here = os.path.dirname(os.path.abspath(package.__file__ or "."))
     stamp = [sys.executable]
@@ -375,7 +375,7 @@ def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
         return 0  # start falls back to the slow way
     if pid:
         os.close(shim_listener)
-        from pyrunc.shim.manager import apply_start_options
+        from pyrunc.shim.placement import apply_start_options
 
         try:
             apply_start_options(pid, options)
@@ -397,7 +397,7 @@ def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
         import prctl
 
         from pyrunc.shim import daemon
-        from pyrunc.shim.cli import shim_title
+        from pyrunc.shim.names import shim_title
 
         prctl.set_proctitle(shim_title(args["runtime"], args["namespace"], args["id"],
                                        args["address"], bool(args.get("debug"))))

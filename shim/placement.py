@@ -1,0 +1,73 @@
+"""Where `start` puts the long-running shim: the cgroup the runtime options name
+(shim_cgroup), and an OOM score just above containerd's.
+
+Used by `start` for a shim it spawned and by the warm parent for one it forked.
+"""
+
+from __future__ import annotations
+
+import posix
+import sys
+
+
+def read_start_options() -> bytes:
+    """containerd hands the runtime options to `start` on stdin, as a binary Any."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return b""
+    return sys.stdin.buffer.read()
+
+
+def apply_start_options(pid: int, data: bytes) -> None:
+    """The runtime option that acts on the shim itself: shim_cgroup, which it is moved into.
+    Raises ValueError for options that do not decode."""
+    if not data:
+        return
+    from google.protobuf.message import DecodeError
+
+    from pyrunc.protos import any_pb2
+    from pyrunc.shim.task import runtime_options
+    from pyrunc.shim.ttrpc.status import TTRPCError
+
+    try:
+        options = runtime_options(any_pb2.Any.FromString(data))
+    except DecodeError as e:
+        raise ValueError(f"runtime options on stdin: {e}") from e
+    except TTRPCError as e:  # its message, not the "ttrpc: code = …" form of str()
+        raise ValueError(f"runtime options on stdin: {e.message}") from e
+    if options.shim_cgroup:
+        move_to_cgroup(pid, options.shim_cgroup)
+
+
+def move_to_cgroup(pid: int, path: str, root: str = "/sys/fs/cgroup") -> None:
+    """Put pid into cgroup `path` of every hierarchy that has it (v1), or of the unified one."""
+    import os
+
+    relative = path.strip("/")
+    targets = [os.path.join(root, relative)]
+    if not os.path.exists(os.path.join(root, "cgroup.controllers")):  # v1 or hybrid
+        targets = [os.path.join(root, entry, relative) for entry in sorted(os.listdir(root))
+                   if not os.path.islink(os.path.join(root, entry))]
+    moved = 0
+    for target in targets:
+        procs = os.path.join(target, "cgroup.procs")
+        if os.path.exists(procs):
+            with open(procs, "w") as f:
+                f.write(str(pid))
+            moved += 1
+    if not moved:
+        raise ValueError(f"shim cgroup {path} does not exist")
+
+
+def adjust_oom_score(pid: int) -> None:
+    """The shim should be killed before containerd: containerd's oom_score_adj plus one."""
+    try:
+        with open(f"/proc/{posix.getppid()}/oom_score_adj") as f:
+            score = int(f.read().strip())
+        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+            f.write(str(min(score + 1, 1000)))
+    except (OSError, ValueError) as e:  # as the Go shim: start fails
+        from pyrunc.oci.errors import MessageError, describe
+
+        raise MessageError(
+            getattr(e, "errno", None), f"failed to adjust OOM score for shim {pid}: {describe(e)}"
+        ) from e

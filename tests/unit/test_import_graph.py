@@ -1,0 +1,127 @@
+"""The packages' import structure, read from the source: oci/ never imports shim/, and the
+modules of shim/ import each other without a circle (the lazy imports inside functions count:
+they run too, just later; those under `if TYPE_CHECKING:` do not)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import pyrunc.oci
+import pyrunc.shim
+
+
+def _package_dir(package: object) -> Path:
+    return Path(package.__file__ or ".").resolve().parent  # type: ignore[attr-defined]
+
+
+def _modules(package: str) -> dict[str, Path]:
+    """{dotted name: file} of every module of pyrunc.<package>, subpackages included."""
+    top = _package_dir(pyrunc.shim if package == "shim" else pyrunc.oci)
+    found = {}
+    for path in sorted(top.rglob("*.py")):
+        parts = path.relative_to(top).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(("pyrunc", package, *parts))] = path
+    return found
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """The pyrunc modules a file imports at run time, as dotted names (`from pyrunc.shim import
+    log` names pyrunc.shim.log when that is a module)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("pyrunc."))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                and node.module.startswith("pyrunc."):
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in known else node.module)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(), str(path)))
+    return found
+
+
+def _graph(package: str) -> dict[str, set[str]]:
+    modules = _modules(package)
+    known = set(modules) | set(_modules("oci" if package == "shim" else "shim"))
+    return {name: imports_of(path, known) & set(modules) - {name}
+            for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of the graph (as a path that comes back to its start), or None.
+
+    A package's __init__ is not counted as importing its submodules' importers back: Python
+    runs it first, so `a.b` importing `a` is no circle."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        path.append(name)
+        for target in sorted(graph.get(name, ())):
+            if name.startswith(target + "."):
+                continue  # a module importing its own package
+            if state.get(target) == 1:
+                return path[path.index(target):] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        state[name] = 2
+        return None
+
+    for name in sorted(graph):
+        if name not in state and (cycle := visit(name)):
+            return cycle
+    return None
+
+
+def test_oci_never_imports_shim() -> None:
+    modules = _modules("oci")
+    known = set(modules) | set(_modules("shim"))
+    offenders = {name: sorted(m for m in imports_of(path, known) if m.startswith("pyrunc.shim"))
+                 for name, path in modules.items()}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+@pytest.mark.parametrize("package", ["shim", "oci"])
+def test_no_import_circle(package: str) -> None:
+    cycle = find_cycle(_graph(package))
+    assert cycle is None, "import circle: " + " -> ".join(cycle or [])
+
+
+def test_the_circle_finder_finds_one() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"p.x": {"p"}, "p": set()}) is None
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_lazy_imports_count_and_type_checking_ones_do_not(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text(
+        "TYPE_CHECKING = False\n"
+        "if TYPE_CHECKING:\n"
+        "    from pyrunc.shim import task\n"
+        "def f():\n"
+        "    from pyrunc.shim import log\n"
+        "    import pyrunc.oci.errors\n"
+    )
+    known = {"pyrunc.shim.task", "pyrunc.shim.log", "pyrunc.oci.errors"}
+    assert imports_of(source, known) == {"pyrunc.shim.log", "pyrunc.oci.errors"}
