@@ -51,11 +51,15 @@ def identity() -> str:
     import pyrunc.shim as package
     from pyrunc.shim.address import sha256_hex
 
-    here = os.path.dirname(os.path.abspath(package.__file__ or "."))
+    # The parent forks shims running all three packages' code: a change to any of them (not
+    # only to shim/) must name a new parent.
+    top = os.path.dirname(os.path.dirname(os.path.abspath(package.__file__ or ".")))
     stamp = [sys.executable]
-    for name in sorted(os.listdir(here)):
-        if name.endswith(".py"):
-            stamp.append(f"{name}:{os.stat(os.path.join(here, name)).st_mtime_ns}")
+    for sub in ("shim", "oci", "protos"):
+        here = os.path.join(top, sub)
+        for name in sorted(os.listdir(here)):
+            if name.endswith(".py"):
+                stamp.append(f"{sub}/{name}:{os.stat(os.path.join(here, name)).st_mtime_ns}")
     return sha256_hex("\n".join(stamp).encode())[:16]
 
 

@@ -74,3 +74,24 @@ def test_a_step_that_only_saves_memory_cannot_stop_the_warm_parent(
         assert best_effort("rehearsal", broken) is None
     assert "warm parent: rehearsal failed" in caplog.text
     assert "no such file: true" in caplog.text
+
+
+@pytest.mark.parametrize("package", ["shim", "oci", "protos"])
+def test_the_parents_name_changes_with_the_code_of_each_package(package: str) -> None:
+    # A shim forked from a parent runs the parent's copy of all three packages: reinstalling a
+    # changed oci/ must not leave `start` forking from a parent that still holds the old one.
+    import importlib
+    import os
+
+    from pyrunc.shim.warm import identity
+
+    module = importlib.import_module(f"pyrunc.{package}")
+    path = os.path.join(os.path.dirname(os.path.abspath(module.__file__ or ".")), "__init__.py")
+    before = identity()
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    try:
+        assert identity() != before
+    finally:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert identity() == before
