@@ -28,7 +28,7 @@ from pyrunc.shim.address import (
     socket_address,
     write_address,
 )
-from pyrunc.shim.placement import adjust_oom_score, read_start_options, apply_start_options
+from pyrunc.shim.placement import adjust_oom_score, apply_start_options, read_start_options
 
 # These two actions run for every container, so they import as little as they can: no logging,
 # typing, dataclasses, threading or protobuf; socket and hashlib only where needed; and no `os`
