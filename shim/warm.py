@@ -51,16 +51,30 @@ def identity() -> str:
     import pyrunc.shim as package
     from pyrunc.shim.address import sha256_hex
 
-    # The parent forks shims running all three packages' code: a change to any of them (not
-    # only to shim/) must name a new parent.
     top = os.path.dirname(os.path.dirname(os.path.abspath(package.__file__ or ".")))
+    return sha256_hex(code_stamp(top, package.__version__))[:16]
+
+
+def code_stamp(top: str, version: str) -> bytes:
+    """What tells the code under `top` (the pyrunc directory) from any other: the interpreter,
+    then pip's RECORD of the installation (a hash of every installed file, in one read: this
+    runs on `start`'s path), or for a tree without one the mtime of every module.
+
+    The parent forks shims that run all three packages' code, so a change to any of them (not
+    only to shim/) must name a new parent."""
     stamp = [sys.executable]
+    try:
+        record = os.path.join(os.path.dirname(top), f"pyrunc-{version}.dist-info", "RECORD")
+        with open(record, "rb") as f:
+            return ("\n".join(stamp) + "\n").encode() + f.read()
+    except OSError:
+        pass
     for sub in ("shim", "oci", "protos"):
         here = os.path.join(top, sub)
         for name in sorted(os.listdir(here)):
             if name.endswith(".py"):
                 stamp.append(f"{sub}/{name}:{os.stat(os.path.join(here, name)).st_mtime_ns}")
-    return sha256_hex("\n".join(stamp).encode())[:16]
+    return "\n".join(stamp).encode()
 
 
 def socket_path(ident: str | None = None) -> str:

@@ -77,21 +77,48 @@ def test_a_step_that_only_saves_memory_cannot_stop_the_warm_parent(
 
 
 @pytest.mark.parametrize("package", ["shim", "oci", "protos"])
-def test_the_parents_name_changes_with_the_code_of_each_package(package: str) -> None:
+def test_the_parents_name_changes_with_the_code_of_each_package(
+        tmp_path: object, package: str) -> None:
     # A shim forked from a parent runs the parent's copy of all three packages: reinstalling a
     # changed oci/ must not leave `start` forking from a parent that still holds the old one.
-    import importlib
+    import os
+    from pathlib import Path
+
+    from pyrunc.shim.warm import code_stamp
+
+    assert isinstance(tmp_path, Path)
+    top = tmp_path / "pyrunc"
+    for sub in ("shim", "oci", "protos"):
+        (top / sub).mkdir(parents=True)
+        (top / sub / "a.py").write_text("")
+    module = top / package / "a.py"
+    st = module.stat()
+    # A source tree: the modules' mtimes.
+    before = code_stamp(str(top), "1.0")
+    os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
+    assert code_stamp(str(top), "1.0") != before
+    # Installed by pip: its RECORD (every file's hash) names the code, whatever the mtimes.
+    record = tmp_path / "pyrunc-1.0.dist-info" / "RECORD"
+    record.parent.mkdir()
+    record.write_text(f"pyrunc/{package}/a.py,sha256=one,0\n")
+    installed = code_stamp(str(top), "1.0")
+    os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert code_stamp(str(top), "1.0") == installed
+    record.write_text(f"pyrunc/{package}/a.py,sha256=two,0\n")
+    assert code_stamp(str(top), "1.0") != installed
+
+
+def test_the_installed_parents_name_comes_from_pips_record() -> None:
     import os
 
-    from pyrunc.shim.warm import identity
+    import pyrunc.shim as package
+    from pyrunc.shim.warm import code_stamp, identity
 
-    module = importlib.import_module(f"pyrunc.{package}")
-    path = os.path.join(os.path.dirname(os.path.abspath(module.__file__ or ".")), "__init__.py")
-    before = identity()
-    st = os.stat(path)
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
-    try:
-        assert identity() != before
-    finally:
-        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert identity() == before
+    top = os.path.dirname(os.path.dirname(os.path.abspath(package.__file__ or ".")))
+    record = os.path.join(os.path.dirname(top), f"pyrunc-{package.__version__}.dist-info",
+                          "RECORD")
+    stamp = code_stamp(top, package.__version__)
+    if os.path.exists(record):  # the installed package (CI); else a source tree
+        with open(record, "rb") as f:
+            assert stamp.endswith(f.read())
+    assert len(identity()) == 16
