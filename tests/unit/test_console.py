@@ -21,7 +21,14 @@ import pytest
 
 from pyrunc.oci.console import ConsoleIO, ConsoleSocket, resize
 from pyrunc.oci.stdio import Stdio
-from tests.unit.threads import TIMEOUT, in_thread, joined, open_fifo_reader, relay_threads
+from tests.unit.threads import (
+    TIMEOUT,
+    in_thread,
+    joined,
+    open_fifo_reader,
+    open_late_reader,
+    relay_threads,
+)
 
 
 def open_pty() -> tuple[int, int]:
@@ -170,13 +177,7 @@ def test_console_output_reaches_a_reader_that_comes_after_the_tty_is_closed(
     os.write(slave, b"last words\n")
     os.close(slave)
     io.wait(0.5)
-    opener = in_thread(lambda: os.open(fifos.stdout, os.O_RDONLY | os.O_CLOEXEC))
-    opener[0].join(5)
-    stuck = opener[0].is_alive()
-    if stuck:  # free the test's thread: a writer that comes and goes ends its wait
-        os.close(os.open(fifos.stdout, os.O_WRONLY | os.O_NONBLOCK))
-    reader = joined(*opener)
-    assert isinstance(reader, int)
+    reader, stuck = open_late_reader(fifos.stdout)
     try:
         data = read_to_eof(reader)
         io.wait(5)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pyrunc.oci.stdio import PipeIO, Stdio, Wakeup, relay
-from tests.unit.threads import in_thread, joined, open_fifo_reader, relay_threads
+from tests.unit.threads import in_thread, joined, open_fifo_reader, open_late_reader, relay_threads
 
 
 def open_fds() -> set[str]:
@@ -187,13 +187,7 @@ def test_output_reaches_a_reader_that_comes_after_the_process_is_gone(
     os.close(proc_out)  # the process exits before anyone reads
     io.wait(0.3)
     path = fifos.paths["stdout"]
-    opener = in_thread(lambda: os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-    opener[0].join(5)
-    stuck = opener[0].is_alive()
-    if stuck:  # free the test's thread: a writer that comes and goes ends its wait
-        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-    reader = joined(*opener)
-    assert isinstance(reader, int)
+    reader, stuck = open_late_reader(path)
     data = read_until(reader, 100)  # to EOF
     io.wait(5)
     io.close()

@@ -45,3 +45,20 @@ def open_fifo_reader(path: str) -> int:
     assert isinstance(fd, int)
     os.set_blocking(fd, False)
     return fd
+
+
+def open_late_reader(path: str, wait: float = 5) -> tuple[int, bool]:
+    """Open a fifo for reading, blocking, as containerd's reader would if it came late; return
+    the fd (blocking) and whether the open was stuck, waiting for a writer, after `wait`
+    seconds. A stuck open is freed (a writer that comes and goes ends its wait), so that no
+    thread is left behind, and the caller should fail the test."""
+    import os
+
+    opener = in_thread(lambda: os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+    opener[0].join(wait)
+    stuck = opener[0].is_alive()
+    if stuck:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    fd = joined(*opener)
+    assert isinstance(fd, int)
+    return fd, stuck
