@@ -2,13 +2,12 @@
 
 A shim must have exactly one waiter for its children (containers are re-parented to it, and runc
 invocations are its children too), so oci/ never calls waitpid itself: everything it starts goes
-through a ProcessMonitor handed in by the caller. pyrunc.shim.reaper provides the real one, whose
-reaping thread delivers each exit to the ExitWatch of its pid; any other thread may block on it.
+through a ProcessMonitor handed in by the caller. These are only the interfaces oci/ relies on:
+pyrunc.shim.reaper provides the real monitor and its Exit and ExitWatch, whose reaping thread
+delivers each exit to the watch of its pid; any other thread may block on it.
 """
 
 from __future__ import annotations
-
-import threading
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,57 +17,31 @@ else:
     Protocol = object
 
 
-class Exit:
-    """A reaped child: its pid, its exit status as a shell reports it, and when it was reaped."""
+class Exit(Protocol):
+    """A reaped child: its pid, its exit status as a shell reports it (the exit code, or 128 +
+    the signal that killed it), and when it was reaped (wall clock, time.time_ns)."""
 
-    __slots__ = ("pid", "status", "timestamp_ns")
-
-    def __init__(self, pid: int, status: int, timestamp_ns: int) -> None:
-        self.pid = pid
-        self.status = status  # the exit code, or 128 + signal number when killed by a signal
-        self.timestamp_ns = timestamp_ns  # wall clock (time.time_ns) at reaping
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Exit) and (self.pid, self.status, self.timestamp_ns) == (
-            other.pid, other.status, other.timestamp_ns)
-
-    def __hash__(self) -> int:
-        return hash((self.pid, self.status, self.timestamp_ns))
-
-    def __repr__(self) -> str:
-        return f"Exit(pid={self.pid}, status={self.status}, timestamp_ns={self.timestamp_ns})"
+    pid: int
+    status: int
+    timestamp_ns: int
 
 
-class ExitWatch:
-    """The exit of one process, set once by the reaper; any number of threads may wait for it."""
+class ExitWatch(Protocol):
+    """The exit of one process, set once by the monitor; any number of threads may wait."""
 
-    __slots__ = ("_done", "_exit", "pid")
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self._exit: Exit | None = None
-        self._done = threading.Event()
-
-    def set(self, exit: Exit) -> None:
-        """Deliver the exit (the reaper's call); a second delivery changes nothing."""
-        if self._exit is None:
-            self._exit = exit
-            self._done.set()
+    pid: int
 
     def done(self) -> bool:
-        return self._exit is not None
+        """Whether the exit is known."""
+        ...
 
     def wait(self, timeout: float | None = None) -> Exit | None:
         """Block until the exit is known (at most `timeout` seconds); None on timeout."""
-        if self._exit is None:
-            self._done.wait(timeout)
-        return self._exit
+        ...
 
     def result(self) -> Exit:
         """The exit, blocking for as long as it takes."""
-        exit = self.wait()
-        assert exit is not None
-        return exit
+        ...
 
 
 class ProcessMonitor(Protocol):

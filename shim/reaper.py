@@ -16,12 +16,64 @@ import os
 import threading
 import time
 
-from pyrunc.oci.monitor import Exit, ExitWatch
 from pyrunc.shim.spawn import exit_status, spawn
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+
+class Exit:
+    """A reaped child: its pid, its exit status as a shell reports it, and when it was reaped."""
+
+    __slots__ = ("pid", "status", "timestamp_ns")
+
+    def __init__(self, pid: int, status: int, timestamp_ns: int) -> None:
+        self.pid = pid
+        self.status = status  # the exit code, or 128 + signal number when killed by a signal
+        self.timestamp_ns = timestamp_ns  # wall clock (time.time_ns) at reaping
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Exit) and (self.pid, self.status, self.timestamp_ns) == (
+            other.pid, other.status, other.timestamp_ns)
+
+    def __hash__(self) -> int:
+        return hash((self.pid, self.status, self.timestamp_ns))
+
+    def __repr__(self) -> str:
+        return f"Exit(pid={self.pid}, status={self.status}, timestamp_ns={self.timestamp_ns})"
+
+
+class ExitWatch:
+    """The exit of one process, set once by the reaper; any number of threads may wait for it."""
+
+    __slots__ = ("_done", "_exit", "pid")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._exit: Exit | None = None
+        self._done = threading.Event()
+
+    def set(self, exit: Exit) -> None:
+        """Deliver the exit (the reaper's call); a second delivery changes nothing."""
+        if self._exit is None:
+            self._exit = exit
+            self._done.set()
+
+    def done(self) -> bool:
+        return self._exit is not None
+
+    def wait(self, timeout: float | None = None) -> Exit | None:
+        """Block until the exit is known (at most `timeout` seconds); None on timeout."""
+        if self._exit is None:
+            self._done.wait(timeout)
+        return self._exit
+
+    def result(self) -> Exit:
+        """The exit, blocking for as long as it takes."""
+        exit = self.wait()
+        assert exit is not None
+        return exit
+
 
 # Exits reaped before anyone asked for them; bounded, oldest dropped first.
 UNCLAIMED_LIMIT = 1024

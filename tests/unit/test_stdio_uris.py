@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from pyrunc.oci.monitor import Exit, ExitWatch
 from pyrunc.oci.stdio import (
     BINARY,
     BINARY_V2,
@@ -27,6 +26,7 @@ from pyrunc.oci.stdio import (
     StdoutURI,
     parse_stdout_uri,
 )
+from pyrunc.shim.reaper import Exit, ExitWatch
 from pyrunc.shim.spawn import exit_status, spawn
 
 
