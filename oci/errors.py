@@ -8,6 +8,10 @@ double quotes where Go formats them with %q. Python's own renderings (`[Errno 2]
 directory: 'runc'`) are never what containerd should see, so every OSError on its way there is
 worded here.
 
+An exception worded so carries `go_worded = True`, and describe() passes it on as it is: the
+shim framework has its own copy of these rules (pyrunc.shim.errors, since neither package may
+import the other), and what one copy worded the other must not word again.
+
 The `delete` action imports this module only when something has failed; it needs nothing that
 os has not loaded already.
 """
@@ -62,6 +66,8 @@ class PathError(OSError):
     An OSError (errno, strerror and filename set) whose text is Go's, not Python's.
     """
 
+    go_worded = True
+
     def __init__(self, op: str, path: str, code: int | None) -> None:
         super().__init__(code, strerror(code), path)
         self.op = op
@@ -72,6 +78,8 @@ class PathError(OSError):
 
 class MessageError(OSError):
     """An OSError whose text is its message alone: Python would put `[Errno N]` before it."""
+
+    go_worded = True
 
     def __init__(self, code: int | None, message: str) -> None:
         super().__init__(code, message)
@@ -90,6 +98,8 @@ class ExecError(OSError):
 
     `filename` is the name as given; `path` what was executed, "" when nothing was found.
     """
+
+    go_worded = True
 
     def __init__(self, name: str, code: int | None, path: str) -> None:
         super().__init__(code, strerror(code), name)
@@ -136,7 +146,7 @@ def start_failure(program: str, error: OSError) -> str:
     monitor it was: posix_spawn names the program in what it raises, so an OSError naming it
     (and not yet worded) is the program's failure to start; anything else, such as no fds
     left before spawning, is described as it is."""
-    if isinstance(error, ExecError) or error.filename != program:
+    if getattr(error, "go_worded", False) or error.filename != program:
         return describe(error)
     return str(exec_error(program, error))
 
@@ -144,13 +154,14 @@ def start_failure(program: str, error: OSError) -> str:
 def describe(error: BaseException, op: str = "", path: str = "") -> str:
     """Any exception in Go's words, for a message containerd will pass on.
 
-    Ours (PathError, ExecError, MessageError) already read that way. Another OSError becomes
-    `op path: strerror`, with `op` the call that failed when the caller knows it (Python does
-    not record it) and the path Python recorded, else `path`; a strerror other than the C
-    library's (a message given to OSError) is kept as it was written. Anything else is its own
-    text; a bare TimeoutError reads `timeout`, another exception without text its type's name.
+    An exception marked go_worded (ours, or the framework's) already reads that way. Another
+    OSError becomes `op path: strerror`, with `op` the call that failed when the caller knows
+    it (Python does not record it) and the path Python recorded, else `path`; a strerror other
+    than the C library's (a message given to OSError) is kept as it was written. Anything else
+    is its own text; a bare TimeoutError reads `timeout`, another exception without text its
+    type's name.
     """
-    if isinstance(error, (PathError, ExecError, MessageError)):
+    if getattr(error, "go_worded", False):
         return str(error)
     if isinstance(error, OSError) and error.strerror is not None:
         code = error.errno

@@ -48,7 +48,7 @@ def bind_socket(path: str) -> _socket.socket:
     where the richer type is needed.
     """
     if len(path.encode()) > MAX_SOCKET_PATH:  # in the Go shim's words
-        from pyrunc.oci.errors import MessageError, quote
+        from pyrunc.shim.errors import MessageError, quote
 
         raise MessageError(errno.ENAMETOOLONG,
                            f"{quote(path)}: unix socket path too long (> {MAX_SOCKET_PATH})")

@@ -33,8 +33,8 @@ import json
 import os
 import sys
 
-from pyrunc.oci.errors import quote, strerror
 from pyrunc.shim import __version__
+from pyrunc.shim.errors import quote, strerror
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -44,7 +44,7 @@ def launcher_text(executable: str, paths: list[str]) -> str:
     anything installed there shadow a standard module."""
     shebang = f"#!{executable} -IS"
     if len(shebang) > SHEBANG_MAX or any(c.isspace() for c in executable):
-        from pyrunc.oci.errors import quote
+        from pyrunc.shim.errors import quote
 
         raise ValueError(f"cannot start {quote(executable)} from a #! line")
     return "\n".join([

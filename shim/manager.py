@@ -96,7 +96,7 @@ def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: st
             _unlink(path)
             raise
     except (OSError, ValueError) as e:
-        from pyrunc.oci.errors import describe
+        from pyrunc.shim.errors import describe
 
         print(f"pyrunc start {id}: {describe(e)}", flush=True)
         return 1
@@ -213,7 +213,7 @@ def _remove_runc_container(id: str, bundle: str, root: str, saved: dict[str, Any
     try:
         status, output = _run(runc.argv("delete", "--force", id))
     except OSError as e:  # runc cannot be started: say so in os/exec's words, go on
-        from pyrunc.oci.errors import describe
+        from pyrunc.shim.errors import describe
 
         _warn(f"failed to remove runc container {id}: {describe(e)}")
     else:

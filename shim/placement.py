@@ -66,7 +66,7 @@ def adjust_oom_score(pid: int) -> None:
         with open(f"/proc/{pid}/oom_score_adj", "w") as f:
             f.write(str(min(score + 1, 1000)))
     except (OSError, ValueError) as e:  # as the Go shim: start fails
-        from pyrunc.oci.errors import MessageError, describe
+        from pyrunc.shim.errors import MessageError, describe
 
         raise MessageError(
             getattr(e, "errno", None), f"failed to adjust OOM score for shim {pid}: {describe(e)}"

@@ -16,8 +16,8 @@ import time
 
 from google.protobuf.message import Message
 
-from pyrunc.oci.errors import describe
 from pyrunc.protos import empty_pb2, forward_pb2
+from pyrunc.shim.errors import describe
 from pyrunc.shim.ttrpc.client import Client
 from pyrunc.shim.ttrpc.status import TTRPCError
 

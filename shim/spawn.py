@@ -71,7 +71,7 @@ def spawn(
                 setsigmask=(),
             )
         except OSError as e:
-            from pyrunc.oci.errors import exec_error  # only now: `delete` runs through here
+            from pyrunc.shim.errors import exec_error  # only now: `delete` runs through here
 
             raise exec_error(argv[0], e) from e
     finally:

@@ -28,7 +28,6 @@ from google.protobuf.message import DecodeError, Message
 from pyrunc.oci import bundle as bundles
 from pyrunc.oci.cgroups import Cgroup, CgroupError, OOMWatcher, cgroup_for_pid
 from pyrunc.oci.container import Container, ContainerError, CreateConfig, ExecProcess
-from pyrunc.oci.errors import describe, quote
 from pyrunc.oci.monitor import ProcessMonitor
 from pyrunc.oci.mount import Mount
 from pyrunc.oci.options import CheckpointOpts, RuntimeOptions
@@ -44,6 +43,7 @@ from pyrunc.protos import (
     shim_pb2,
     task_types_pb2,
 )
+from pyrunc.shim.errors import describe, quote
 from pyrunc.shim.publisher import Publisher
 from pyrunc.shim.ttrpc import status
 from pyrunc.shim.ttrpc.server import CallContext, Method

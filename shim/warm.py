@@ -399,7 +399,7 @@ def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
             apply_start_options(pid, options)
         except (OSError, ValueError) as e:
             os.kill(pid, signal.SIGKILL)
-            from pyrunc.oci.errors import describe
+            from pyrunc.shim.errors import describe
 
             raise ValueError(describe(e)) from e
         return pid

@@ -142,7 +142,9 @@ def test_a_path_is_started_as_it_is() -> None:
 
 
 def test_spawn_of_a_missing_program_raises_os_execs_words(search_path: Path) -> None:
-    with pytest.raises(ExecError) as missing:
+    from pyrunc.shim import errors as framework
+
+    with pytest.raises(framework.ExecError) as missing:
         spawn(["no-runc", "--version"])
     assert str(missing.value) == NOT_FOUND
     with pytest.raises(OSError) as absent:
@@ -240,3 +242,49 @@ def test_stats_of_a_removed_cgroup_say_so_and_name_it(tmp_path: Path) -> None:
     with pytest.raises(CgroupGone) as failed:
         CgroupV2(str(gone)).stats()
     assert str(failed.value) == f"cgroup deleted: {gone}"  # not CgroupV2('…')
+
+
+# --- the framework's copy (pyrunc.shim.errors) ---------------------------------------------
+
+
+def _corpus(tmp_path: Path) -> list[BaseException]:
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    return [
+        FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), "/run/x/config.json"),
+        OSError(errno.EXDEV, os.strerror(errno.EXDEV), "/a", "/b"),
+        PermissionError(errno.EACCES, "a message of our own"),
+        OSError(errno.ENOSYS, os.strerror(errno.ENOSYS)),
+        TimeoutError(),
+        ValueError("bad value"),
+        KeyError(),
+        PathError("open", "/x", errno.ENOENT),
+        MessageError(errno.EIO, "logging binary not ready"),
+        exec_error("no-runc", FileNotFoundError(errno.ENOENT, "x", "no-runc"), ""),
+        exec_error(str(plain), PermissionError(errno.EACCES, "x")),
+    ]
+
+
+def test_the_framework_words_every_error_as_oci_does(tmp_path: Path) -> None:
+    # Two copies of one set of rules (neither package may import the other): they must agree,
+    # and what one worded the other passes on unchanged.
+    from pyrunc.shim import errors as framework
+
+    for error in _corpus(tmp_path):
+        assert framework.describe(error) == describe(error), repr(error)
+        assert framework.describe(error, "read", "/p") == describe(error, "read", "/p")
+    worded = [
+        framework.MessageError(errno.EIO, "worded by the framework"),
+        framework.exec_error("no-runc", FileNotFoundError(errno.ENOENT, "x", "no-runc"), ""),
+    ]
+    for error in worded:
+        assert describe(error) == framework.describe(error) == str(error)
+    assert start_failure("no-runc", worded[1]) == NOT_FOUND
+    for text in ["runc", 'say "hi"\t', "caf\u00e9", "\udcff", "\x07\u2028\U0001f600", ""]:
+        assert framework.quote(text) == quote(text), repr(text)
+    for code in (None, 0, errno.ENOENT, errno.EACCES, errno.ENOEXEC, 100, 4095):
+        assert framework.strerror(code) == strerror(code)
+    for name in ("no-runc", "/opt/no/runc", "./runc"):
+        error = FileNotFoundError(errno.ENOENT, "x", name)
+        assert str(framework.exec_error(name, error, "")) == str(exec_error(name, error, ""))
+        assert framework.look_path(name, "") == look_path(name, "")
