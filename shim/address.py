@@ -10,8 +10,7 @@ from __future__ import annotations
 import errno
 import posix
 
-from pyrunc.oci import bundle as bundles
-from pyrunc.oci.bundle import join
+from pyrunc.shim.paths import dirname, is_dir, join, normpath
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,7 +23,7 @@ ADDRESS_FILE = "address"
 
 def socket_address(containerd_address: str, namespace: str, group: str) -> str:
     """`unix:///run/containerd/s/<sha256 of address/namespace/group>`, as the Go shim names it."""
-    joined = bundles.normpath(join(containerd_address, namespace, group))
+    joined = normpath(join(containerd_address, namespace, group))
     return f"unix://{SOCKET_DIR}/{sha256_hex(joined.encode())}"
 
 
@@ -54,8 +53,8 @@ def bind_socket(path: str) -> _socket.socket:
                            f"{quote(path)}: unix socket path too long (> {MAX_SOCKET_PATH})")
     import _socket
 
-    directory = bundles.dirname(path)
-    if not bundles.is_dir(directory):  # (os.makedirs leaves an existing one as it is)
+    directory = dirname(path)
+    if not is_dir(directory):  # (os.makedirs leaves an existing one as it is)
         import os
 
         os.makedirs(directory, mode=0o700, exist_ok=True)

@@ -28,10 +28,12 @@ left exits.
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 # `start` imports this module for request_shim(): what only the parent needs is imported there.
+from pyrunc.shim.paths import dirname, join
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import _socket
@@ -51,8 +53,17 @@ def identity() -> str:
     import pyrunc.shim as package
     from pyrunc.shim.address import sha256_hex
 
-    top = os.path.dirname(os.path.dirname(os.path.abspath(package.__file__ or ".")))
-    return sha256_hex(code_stamp(top, package.__version__))[:16]
+    return sha256_hex(code_stamp(package_top(), package.__version__))[:16]
+
+
+def package_top() -> str:
+    """The pyrunc directory this code runs from (holding shim/, oci/ and protos/)."""
+    import pyrunc.shim as package
+
+    here = package.__file__ or "./__init__.py"
+    if not here.startswith("/"):
+        here = join(posix.getcwd(), here)
+    return dirname(dirname(here))
 
 
 def code_stamp(top: str, version: str) -> bytes:
@@ -64,21 +75,21 @@ def code_stamp(top: str, version: str) -> bytes:
     only to shim/) must name a new parent."""
     stamp = [sys.executable]
     try:
-        record = os.path.join(os.path.dirname(top), f"pyrunc-{version}.dist-info", "RECORD")
+        record = join(dirname(top), f"pyrunc-{version}.dist-info", "RECORD")
         with open(record, "rb") as f:
             return ("\n".join(stamp) + "\n").encode() + f.read()
     except OSError:
         pass
     for sub in ("shim", "oci", "protos"):
-        here = os.path.join(top, sub)
-        for name in sorted(os.listdir(here)):
+        here = join(top, sub)
+        for name in sorted(posix.listdir(here)):
             if name.endswith(".py"):
-                stamp.append(f"{sub}/{name}:{os.stat(os.path.join(here, name)).st_mtime_ns}")
+                stamp.append(f"{sub}/{name}:{posix.stat(join(here, name)).st_mtime_ns}")
     return "\n".join(stamp).encode()
 
 
 def socket_path(ident: str | None = None) -> str:
-    return os.path.join(WARM_DIR, f"warm-{ident or identity()}.sock")
+    return join(WARM_DIR, f"warm-{ident or identity()}.sock")
 
 
 # --- the client side: `start` ------------------------------------------------------------
@@ -115,6 +126,14 @@ def decode_request(data: bytes) -> tuple[dict[str, Any], str, dict[str, str]]:
     return args, cwd, env
 
 
+def _environ() -> dict[str, str]:
+    """The process's environment as os.environ has it, from posix's bytes (decoded as os does:
+    the file system encoding, surrogateescape), without importing os on start's path."""
+    encoding = sys.getfilesystemencoding()
+    return {key.decode(encoding, "surrogateescape"): value.decode(encoding, "surrogateescape")
+            for key, value in posix.environ.items()}
+
+
 def request_shim(listener: _socket.socket, *, runtime: str, namespace: str, id: str,
                  address: str, debug: bool, options: bytes, path: str | None = None,
                  timeout: float = 5.0) -> int | None:
@@ -126,8 +145,8 @@ def request_shim(listener: _socket.socket, *, runtime: str, namespace: str, id: 
     `socket` module costs it more to import than everything else here."""
     import _socket
 
-    request = encode_request(runtime, namespace, id, address, debug, options, os.getcwd(),
-                             os.environ)
+    request = encode_request(runtime, namespace, id, address, debug, options, posix.getcwd(),
+                             _environ())
     fd = listener.fileno().to_bytes(4, sys.byteorder, signed=True)  # a C int, for SCM_RIGHTS
     conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     reply = b""
@@ -170,7 +189,7 @@ def _warm_parent_holds_lock(path: str | None = None) -> bool:
     import fcntl
 
     try:
-        fd = os.open((path or socket_path()) + ".lock", os.O_RDWR | os.O_CLOEXEC)
+        fd = posix.open((path or socket_path()) + ".lock", posix.O_RDWR | posix.O_CLOEXEC)
     except OSError:
         return False  # never started here
     try:
@@ -178,7 +197,7 @@ def _warm_parent_holds_lock(path: str | None = None) -> bool:
     except OSError:
         return True
     finally:
-        os.close(fd)  # (closing also drops the lock if we just took it)
+        posix.close(fd)  # (closing also drops the lock if we just took it)
     return False
 
 
@@ -190,6 +209,7 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
     import fcntl
     import gc
     import json  # noqa: F401 -- preloaded: shims load it lazily (start and delete must not)
+    import os
     import signal
     import socket
     import time
@@ -284,6 +304,7 @@ def best_effort(what: str, step: Callable[[], T]) -> T | None:
 def allocator_holes() -> dict[int, int]:
     """Free blocks in pymalloc's partly used pools: {block size: count}, from the interpreter's
     own report (sys._debugmallocstats, which writes to the C stderr)."""
+    import os
     with open(os.memfd_create("mallocstats"), "rb") as report:
         saved = os.dup(2)
         try:
@@ -353,6 +374,7 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 
 
 def _alive(pid: int) -> bool:
+    import os
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -364,6 +386,7 @@ def _alive(pid: int) -> bool:
 
 def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
     """Read one request and fork its shim; the child never returns from here."""
+    import os
     import signal
     import socket
 
