@@ -125,3 +125,36 @@ def test_lazy_imports_count_and_type_checking_ones_do_not(tmp_path: Path) -> Non
     )
     known = {"pyrunc.shim.task", "pyrunc.shim.log", "pyrunc.oci.errors"}
     assert imports_of(source, known) == {"pyrunc.shim.log", "pyrunc.oci.errors"}
+
+
+# The framework's building blocks: what any shim needs, importing nothing of oci/ and nothing of
+# the runc shim (its Task service, start/delete, -info, the warm parent's rehearsal). cli,
+# daemon and warm still start the runc shim itself (issue 11: they are to take the shim's hooks
+# instead, and join this list).
+FRAMEWORK = ("address", "errors", "launcher", "log", "names", "paths", "publisher", "reaper",
+             "spawn", "ttrpc")
+RUNC_SHIM = ("info", "manager", "placement", "rehearsal", "task")
+
+
+def _closure(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for target in graph.get(todo.pop(), ()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def test_the_frameworks_building_blocks_import_nothing_of_oci_or_the_runc_shim() -> None:
+    modules = _modules("shim")
+    known = set(modules) | set(_modules("oci"))
+    graph = {name: imports_of(path, known) for name, path in modules.items()}
+    forbidden = ("pyrunc.oci", *(f"pyrunc.shim.{name}" for name in RUNC_SHIM))
+    blocks = [name for name in modules
+              if name.removeprefix("pyrunc.shim.").split(".")[0] in FRAMEWORK]
+    assert len(blocks) > len(FRAMEWORK)  # every name above is a module (ttrpc: a package)
+    reached = {name: sorted(m for m in _closure(graph, name) if m.startswith(forbidden))
+               for name in blocks}
+    assert {name: found for name, found in reached.items() if found} == {}
