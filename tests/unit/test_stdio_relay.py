@@ -247,7 +247,7 @@ def test_close_stops_a_relay_that_never_waits(tmp_path: Path, no_leaks: None) ->
     def produce() -> None:
         chunk = b"z" * 65536
         with pytest.raises(BrokenPipeError):  # our copy of the pipe's reader closed
-            while not stop.is_set():
+            while True:  # (not until `stop`: close() and stop.set() may both come between writes)
                 os.write(proc_out, chunk)
 
     def consume() -> None:
