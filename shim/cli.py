@@ -1,5 +1,8 @@
 """The command line, with the flags exactly as containerd passes them to a runtime v2 shim.
 
+main(shim) is a shim binary's whole program: a shim built on the framework calls it with its
+Shim (pyrunc.shim.api), whose hooks then answer for what differs between shims.
+
 containerd speaks Go's flag syntax: a single dash before long names (`-namespace default`),
 flags first, then the action: `start`, `delete`, or none for the long-running shim itself.
 
@@ -25,6 +28,8 @@ TYPE_CHECKING = False  # typing is not imported at run time: start and delete ar
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
+
+    from pyrunc.shim.api import Shim
 
 # name -> (is a boolean flag, help). The one place the flags are declared.
 FLAGS: dict[str, tuple[bool, str]] = {
@@ -84,45 +89,60 @@ def parse_go_flags(argv: Sequence[str]) -> dict[str, Any] | None:
     return values
 
 
-def run(*, namespace: str, id: str, address: str, publish_binary: str, bundle: str, socket: str,
-        debug: bool, debug_socket: str, action: str | None, version: bool = False,
+def run(shim: Shim, *, namespace: str, id: str, address: str, publish_binary: str, bundle: str,
+        socket: str, debug: bool, debug_socket: str, action: str | None, version: bool = False,
         info: bool = False, runtime_name: str = "") -> int:
-    runtime = runtime_name or runtime_name_of(sys.argv[0])
+    runtime = runtime_name or runtime_name_of(sys.argv[0], shim.runtime)
     # As the Go shim: -v, then -info, win over any action.
     if version:
         print(f"{binary_name_of(runtime)}:\n  Version: {__version__}\n  Runtime: {runtime}")
         return 0
     if info:
-        from pyrunc.shim.info import main as info_main
-
-        return info_main(runtime)
+        return _info(shim, runtime)
     if action == "start":
         from pyrunc.shim import manager
 
-        return manager.start(namespace=namespace, id=id, address=address, debug=debug,
+        return manager.start(shim, namespace=namespace, id=id, address=address, debug=debug,
                              socket_path=socket, runtime=runtime)
     if action == "delete":
         from pyrunc.shim import manager
 
-        return manager.delete(namespace=namespace, id=id, bundle=bundle, debug=debug)
+        return manager.delete(shim, namespace=namespace, id=id, bundle=bundle, debug=debug)
     if runtime_name:  # started by `start` without a warm parent: look like a forked shim
         import prctl
 
         prctl.set_proctitle(shim_title(runtime, namespace, id, address, debug))
     from pyrunc.shim import daemon
 
-    return daemon.run(namespace=namespace, id=id, address=address, debug=debug,
+    return daemon.run(shim, namespace=namespace, id=id, address=address, debug=debug,
                       socket_path=socket, runtime=runtime)
 
 
-def main() -> None:
+def _info(shim: Shim, runtime: str) -> int:
+    """The -info action: RuntimeInfo on stdout and 0, or the error on stderr and 1."""
+    from pyrunc.shim.api import ShimError
+
+    options = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
+    try:
+        out = shim.info(runtime, options)
+    except ShimError as e:
+        sys.stderr.write(f"{runtime}: {e}")  # (no newline, as the Go shim)
+        sys.stderr.flush()
+        return 1
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+    return 0
+
+
+def main(shim: Shim) -> None:
+    """The shim binary: containerd's command line, for `shim`."""
     values = parse_go_flags(sys.argv[1:])
     if values is not None:
-        code = run(**values)
+        code = run(shim, **values)
         if values["action"] in ACTIONS and not (values["version"] or values["info"]):
             _exit(code)
         sys.exit(code)
-    _click_command()(prog_name=binary_name_of(runtime_name_of(sys.argv[0])))
+    _click_command(shim)(prog_name=binary_name_of(runtime_name_of(sys.argv[0], shim.runtime)))
 
 
 def _exit(code: int) -> None:
@@ -145,7 +165,7 @@ def _exit(code: int) -> None:
     posix._exit(code)
 
 
-def _click_command() -> Any:
+def _click_command(shim: Shim) -> Any:
 
     import click
 
@@ -153,7 +173,7 @@ def _click_command() -> Any:
         if values["action"] not in (None, *ACTIONS):
             raise click.UsageError(
                 f'unknown action "{values["action"]}": expected start, delete or none')
-        sys.exit(run(**values))
+        sys.exit(run(shim, **values))
 
     params: list[click.Parameter] = [
         click.Option([f"-{name}", f"--{name}", *(f"-{a}" for a, n in ALIASES.items()
@@ -163,7 +183,6 @@ def _click_command() -> Any:
     ]
     params.append(click.Argument(["action"], required=False))
     return click.Command(
-        "containerd-shim-pyrunc-v1", callback=callback, params=params,
-        help="containerd runtime v2 shim for runc, written in Python.",
+        binary_name_of(shim.runtime), callback=callback, params=params, help=shim.summary,
         context_settings={"help_option_names": ["-h", "--help"]},
     )

@@ -1,4 +1,4 @@
-"""The long-running shim: threads serving the Task service for its containers.
+"""The long-running shim: threads serving a Shim's services (the Task service) for its containers.
 
 It is started by `start` with the listening socket as fd 3 and the bundle as its working
 directory. It becomes the subreaper of everything its containers leave behind, logs into the
@@ -21,11 +21,14 @@ import socket
 import threading
 
 from pyrunc.shim import log as shimlog
-from pyrunc.shim.names import RUNTIME_NAME
+from pyrunc.shim.api import ShimContext
 from pyrunc.shim.publisher import Publisher
 from pyrunc.shim.reaper import Reaper
-from pyrunc.shim.task import TASK_SERVICES, TaskService
 from pyrunc.shim.ttrpc.server import Server
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pyrunc.shim.api import Shim
 
 log = logging.getLogger("pyrunc.shim")
 
@@ -33,10 +36,11 @@ LISTENER_FD = 3
 DEFAULT_TTRPC_ADDRESS = "/run/containerd/containerd.sock.ttrpc"
 
 
-def run(*, namespace: str, id: str, address: str, debug: bool, socket_path: str = "",
-        listener_fd: int = LISTENER_FD, runtime: str = RUNTIME_NAME) -> int:
+def run(shim: Shim, *, namespace: str, id: str, address: str, debug: bool,
+        socket_path: str = "", listener_fd: int = LISTENER_FD, runtime: str = "") -> int:
     # `runtime` is the name containerd ran `start` as (see cli.runtime_name_of): an operator
     # who linked pyrunc in as another runtime finds its lines in containerd's log under that.
+    runtime = runtime or shim.runtime
     fields = {"runtime": runtime, "namespace": namespace}
     shimlog.setup(debug=debug, fields=fields, fifo="log")
     if socket_path:
@@ -52,7 +56,7 @@ def run(*, namespace: str, id: str, address: str, debug: bool, socket_path: str 
     # only ever taken by sigwait in this thread. (Children get an empty mask: shim/spawn.py.)
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
-        _serve(listener, namespace, ttrpc_address)
+        _serve(shim, listener, namespace, ttrpc_address, runtime)
     except Exception:
         log.exception("shim failed")
         return 1
@@ -64,7 +68,8 @@ _SHUTDOWN_TIMEOUT = 2.0  # a pending Wait must not hold the shim up
 _PUBLISH_TIMEOUT = 5.0
 
 
-def _serve(listener: socket.socket, namespace: str, ttrpc_address: str) -> None:
+def _serve(shim: Shim, listener: socket.socket, namespace: str, ttrpc_address: str,
+           runtime: str) -> None:
     reaper = Reaper()
     reaper.install()
     main = threading.get_ident()
@@ -74,10 +79,10 @@ def _serve(listener: socket.socket, namespace: str, ttrpc_address: str) -> None:
 
     publisher = Publisher(ttrpc_address, namespace)
     publisher.start()
-    service = TaskService(namespace, publisher, reaper, stop)
+    ctx = ShimContext(namespace=namespace, runtime=runtime, publisher=publisher, monitor=reaper,
+                      shutdown=stop)
     server = Server()
-    methods = service.methods()  # one table, served under every name
-    for name in TASK_SERVICES:
+    for name, methods in shim.services(ctx).items():
         server.register(name, methods)
     socket_file = listener.getsockname()
     server.start(listener)

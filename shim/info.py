@@ -23,8 +23,9 @@ that a client cannot tell the two apart:
   UTF-8 replaced), and like the Go shim leaves `features` out when runc has no `features`
   command or prints something that struct cannot hold.
 
-It is not on the path of start or delete (cli.py imports it only for -info), and loads protobuf
-only when there are options to decode: the RuntimeInfo is encoded by hand.
+The runc shim's info hook (runc_shim.py) calls runtime_info(); the framework's command line reads
+stdin and writes the result or the error. It is not on the path of start or delete, and loads
+protobuf only when there are options to decode: the RuntimeInfo is encoded by hand.
 """
 
 from __future__ import annotations
@@ -78,25 +79,6 @@ FEATURES: Schema = {
 
 class InfoError(Exception):
     """Why -info fails, in the Go shim's words."""
-
-
-def main(runtime: str) -> int:
-    """The -info action: RuntimeInfo on stdout and 0, or the error on stderr and 1."""
-    try:
-        out = runtime_info(runtime, _read_stdin())
-    except InfoError as e:
-        sys.stderr.write(f"{runtime}: {e}")  # (no newline, as the Go shim)
-        sys.stderr.flush()
-        return 1
-    sys.stdout.buffer.write(out)
-    sys.stdout.flush()
-    return 0
-
-
-def _read_stdin() -> bytes:
-    if sys.stdin is None or sys.stdin.isatty():  # run by hand: there are no options
-        return b""
-    return sys.stdin.buffer.read()
 
 
 def runtime_info(runtime: str, options_data: bytes) -> bytes:

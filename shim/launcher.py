@@ -18,6 +18,7 @@ import sys
 import sysconfig
 
 SCRIPT = "containerd-shim-pyrunc-v1"
+ENTRY = "pyrunc.shim.runc_shim"  # the module whose main() the script runs (setup.cfg's entry point)
 SHEBANG_MAX = 255  # the kernel reads at most this much of a `#!` line (BINPRM_BUF_SIZE - 1)
 
 
@@ -36,7 +37,7 @@ def site_paths() -> list[str]:
     return [p for p in path("-I") if p not in bare and os.path.isdir(p)]
 
 
-def launcher_text(executable: str, paths: list[str]) -> str:
+def launcher_text(executable: str, paths: list[str], entry: str = ENTRY) -> str:
     """The launcher's source; ValueError if the interpreter's path cannot be a `#!` line.
 
     The paths go after the standard library's, where `site` puts them. In front they would save
@@ -52,7 +53,7 @@ def launcher_text(executable: str, paths: list[str]) -> str:
         "# Written by `python -m pyrunc.shim.launcher`: the shim binary, without `site`.",
         "import sys",
         f"sys.path += {paths!r}",
-        "from pyrunc.shim.cli import main",
+        f"from {entry} import main",
         "sys.exit(main())",
         "",
     ])

@@ -6,8 +6,11 @@ the address and returns without waiting: containerd dials at once and its first 
 socket's backlog until the long-running shim serves it. If the socket already answers (another
 container of the same group started a shim), `start` just hands that address back.
 
-`delete` cleans up after a shim that is gone: force-deletes the runc container, unmounts the
-rootfs, and prints a binary DeleteResponse (exit status 137, as the Go shim reports).
+`delete` runs after a shim is gone: the Shim's delete hook cleans up (the runc shim force-deletes
+the runc container and unmounts the rootfs), and this prints a binary DeleteResponse (exit status
+137, as the Go shim reports).
+
+Both are the framework's: what differs between shims comes from the Shim's hooks (pyrunc.shim.api).
 """
 
 from __future__ import annotations
@@ -17,8 +20,6 @@ import posix
 import sys
 import time
 
-from pyrunc.oci import bundle as bundles
-from pyrunc.oci.bundle import join
 from pyrunc.shim.address import (
     ADDRESS_FILE,
     SOCKET_DIR,
@@ -28,28 +29,21 @@ from pyrunc.shim.address import (
     socket_address,
     write_address,
 )
-from pyrunc.shim.placement import adjust_oom_score, apply_start_options, read_start_options
+from pyrunc.shim.paths import exists, join
+from pyrunc.shim.placement import adjust_oom_score, read_start_options
 
 # These two actions run for every container, so they import as little as they can: no logging,
 # typing, dataclasses, threading or protobuf; socket and hashlib only where needed; and no `os`
-# (about 1 ms with the collections.abc it loads; `start` still gets it through shim/warm.py):
-# `posix`, the C module behind it, and the path functions of oci/bundle.py do instead, and os is
-# imported where a rarer path needs more of it. Both end through cli._exit.
+# (about 1 ms with the collections.abc it loads): `posix`, the C module behind it, and the path
+# functions of shim/paths.py do instead, and os is imported where a rarer path needs more of it.
+# Both end through cli._exit.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import _socket
-    from typing import Any
 
-# oci.runc.DEFAULT_RUNC_ROOT (a unit test holds the two together): `delete` loads oci/runc.py only
-# when runc still has the container.
-RUNC_ROOT = "/run/containerd/runc"
-SIGKILL_STATUS = 128 + 9
+    from pyrunc.shim.api import Shim
 
-
-def _warn(message: str) -> None:
-    """delete's warnings: containerd logs its stderr. (start must print nothing but the
-    address: containerd reads its combined output as the address.)"""
-    print(f"pyrunc: {message}", file=sys.stderr)
+SIGKILL_STATUS = 128 + 9  # what `delete` reports for a shim that is gone, as the Go shim
 
 
 def _unlink(path: str) -> None:
@@ -59,19 +53,16 @@ def _unlink(path: str) -> None:
         pass
 
 
-def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: str = "",
-          runtime: str = "io.containerd.pyrunc.v1") -> int:
-    """The `start` action. Prints the address; returns the exit code."""
+def start(shim: Shim, *, namespace: str, id: str, address: str, debug: bool,
+          socket_path: str = "", runtime: str = "") -> int:
+    """The `start` action. Prints the address; returns the exit code. (start must print
+    nothing but the address: containerd reads its combined output as the address.)"""
     bundle = posix.getcwd()
+    runtime = runtime or shim.runtime
     try:
-        bundles.validate_id("container", id)
         if not namespace:
             raise ValueError("-namespace is required")
-        try:
-            group = bundles.group_of_bundle(bundle, id)
-        except (OSError, ValueError):
-            group = id
-        bundles.validate_id("group", group)
+        group = shim.group(bundle, id)
         shim_address = socket_address(address, namespace, group)
         path = socket_path or path_of(shim_address)
         listener = _listen_or_join(path)
@@ -82,7 +73,7 @@ def start(*, namespace: str, id: str, address: str, debug: bool, socket_path: st
         options = read_start_options()
         try:
             write_address(bundle, shim_address)
-            child = _start_shim(listener, namespace=namespace, id=id, address=address,
+            child = _start_shim(shim, listener, namespace=namespace, id=id, address=address,
                                 debug=debug, options=options, runtime=runtime)
         except BaseException:
             listener.close()
@@ -116,34 +107,34 @@ def _listen_or_join(path: str) -> _socket.socket | None:
     return bind_socket(path)
 
 
-def _start_shim(listener: _socket.socket, *, namespace: str, id: str, address: str,
-                debug: bool, options: bytes, runtime: str) -> int:
+def _start_shim(shim: Shim, listener: _socket.socket, *, namespace: str, id: str,
+                address: str, debug: bool, options: bytes, runtime: str) -> int:
     """Fork the shim from the node's warm parent (which also applies the runtime options);
     without one, spawn it the slow way and start a warm parent for the next containers.
     `runtime` is the name this binary was run as, which the shim logs and is titled under."""
     from pyrunc.shim import warm
 
-    pid = warm.request_shim(listener, runtime=runtime, namespace=namespace, id=id,
-                            address=address, debug=debug, options=options)
+    pid = warm.request_shim(listener, module=shim.module, runtime=runtime, namespace=namespace,
+                            id=id, address=address, debug=debug, options=options)
     if pid is None:
-        pid = _spawn_shim(listener, namespace=namespace, id=id, address=address, debug=debug,
-                          runtime=runtime)
+        pid = _spawn_shim(shim, listener, namespace=namespace, id=id, address=address,
+                          debug=debug, runtime=runtime)
         try:
-            apply_start_options(pid, options)
+            shim.start_options(pid, options)
         except BaseException:
             posix.kill(pid, 9)
             raise
-        warm.spawn_warm_parent()
+        warm.spawn_warm_parent(shim.module)
     return pid
 
 
-def _spawn_shim(listener: _socket.socket, *, namespace: str, id: str, address: str,
-                debug: bool, runtime: str) -> int:
+def _spawn_shim(shim: Shim, listener: _socket.socket, *, namespace: str, id: str,
+                address: str, debug: bool, runtime: str) -> int:
     from pyrunc.shim.spawn import spawn
 
     # Python names the shim's argv[0] after the module, so the runtime name is passed on: for
     # the shim's log, and for `ps`, where it then shows among containerd's flags.
-    argv = [sys.executable, "-I", "-m", "pyrunc.shim",
+    argv = [sys.executable, "-I", "-m", shim.module,
             "-namespace", namespace, "-id", id, "-address", address, "-runtime-name", runtime]
     if debug:
         argv.append("-debug")
@@ -160,87 +151,23 @@ def _remove_dead_socket(bundle: str) -> None:
             path = path_of(f.read().strip())
     except OSError:
         return
-    if path.startswith(SOCKET_DIR + "/") and bundles.exists(path) and not can_connect(path):
+    if path.startswith(SOCKET_DIR + "/") and exists(path) and not can_connect(path):
         _unlink(path)
 
 
-def delete(*, namespace: str, id: str, bundle: str, debug: bool) -> int:
-    """The `delete` action: clean up after a shim that is gone, print a DeleteResponse.
-
-    After a normal teardown there is nothing left to do, and this must cost little: it runs
-    after every container. So it needs neither an event loop nor protobuf: runc is only loaded
-    and run if it still has state for the container, and the response is encoded by hand.
-    """
-    from pyrunc.oci.mount import MountError, unmount_all
-
+def delete(shim: Shim, *, namespace: str, id: str, bundle: str, debug: bool) -> int:
+    """The `delete` action: the shim cleans up after a shim process that is gone, and this
+    prints the DeleteResponse (by hand: protobuf would cost more than the rest together)."""
     bundle = bundle or posix.getcwd()
     try:
-        bundles.validate_id("container", id)
+        pid = shim.delete(namespace, id, bundle)
     except ValueError as e:
         print(f"pyrunc delete: {e}", file=sys.stderr)
         return 1
-    saved = bundles.read_options_raw(bundle)
-    root = join(saved.get("root") or RUNC_ROOT, namespace)
-    if bundles.exists(join(root, id)):  # its shim was killed: the container is still there
-        _remove_runc_container(id, bundle, root, saved)
-    try:
-        unmount_all(join(bundle, "rootfs"))
-    except MountError as e:
-        _warn(f"failed to clean up rootfs mount of {id}: {e}")
     _remove_dead_socket(bundle)
-    pid = bundles.read_init_pid(bundle)
     sys.stdout.buffer.write(encode_delete_response(pid, SIGKILL_STATUS, time.time_ns()))
     sys.stdout.flush()
     return 0
-
-
-def _remove_runc_container(id: str, bundle: str, root: str, saved: dict[str, Any]) -> None:
-    """`runc delete --force` the container runc still has under `root`; a failure is warned
-    of, and delete goes on."""
-    import os
-
-    from pyrunc.oci.runc import Runc
-
-    runc = Runc(
-        monitor=None,  # type: ignore[arg-type]  # only its command line is used here
-        root=root,
-        log=os.path.join(bundle, "log.json"),
-        binary=bundles.read_runtime(bundle) or saved.get("binary_name") or "runc",
-        systemd_cgroup=bool(saved.get("systemd_cgroup")),
-    )
-    if not os.path.isdir(bundle):
-        runc.log = os.devnull  # a half-made or removed bundle: runc may still know the id
-    try:
-        status, output = _run(runc.argv("delete", "--force", id))
-    except OSError as e:  # runc cannot be started: say so in os/exec's words, go on
-        from pyrunc.shim.errors import describe
-
-        _warn(f"failed to remove runc container {id}: {describe(e)}")
-    else:
-        if status != 0:
-            _warn(f"failed to remove runc container {id}: "
-                  f"{runc.last_error() or output or f'exit status {status}'}")
-
-
-def _run(argv: list[str]) -> tuple[int, str]:
-    """Run a command to completion (the delete action's only child) and return its status and
-    output."""
-    import os
-
-    from pyrunc.shim.spawn import exit_status, spawn
-
-    r, w = os.pipe2(os.O_CLOEXEC)
-    try:
-        pid = spawn(argv, stdout=w, stderr=w)
-    except BaseException:
-        os.close(r)
-        raise
-    finally:
-        os.close(w)
-    with os.fdopen(r, "rb") as output:
-        text = output.read().decode(errors="replace").strip()
-    _, status = os.waitpid(pid, 0)
-    return exit_status(status), text
 
 
 def _varint(value: int) -> bytes:

@@ -6,20 +6,20 @@ module: the command line, the daemon and the warm parent all name the runtime th
 
 from __future__ import annotations
 
-RUNTIME_NAME = "io.containerd.pyrunc.v1"  # when the binary's name is not a shim's name
+RUNTIME_NAME = "io.containerd.pyrunc.v1"  # pyrunc's runc shim (a Shim's `runtime` default)
 BINARY_PREFIX = "containerd-shim-"
 
 
-def runtime_name_of(argv0: str) -> str:
+def runtime_name_of(argv0: str, default: str = RUNTIME_NAME) -> str:
     """The runtime a binary named like `containerd-shim-X-vN` serves: `io.containerd.X.vN`, the
-    reverse of containerd's mapping; RUNTIME_NAME for any other name (`python -m`)."""
+    reverse of containerd's mapping; `default` for any other name (`python -m`)."""
     base = argv0.rpartition("/")[2]
     if not base.startswith(BINARY_PREFIX):
-        return RUNTIME_NAME
+        return default
     name, _, version = base[len(BINARY_PREFIX):].rpartition("-")
     if not name or len(version) < 2 or version[0] != "v" or not version[1:].isdigit() \
             or not version[1:].isascii() or "." in name:
-        return RUNTIME_NAME
+        return default
     return f"io.containerd.{name}.{version}"
 
 

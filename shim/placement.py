@@ -1,5 +1,5 @@
-"""Where `start` puts the long-running shim: the cgroup the runtime options name
-(shim_cgroup), and an OOM score just above containerd's.
+"""Where `start` puts a new long-running shim: an OOM score just above containerd's, and the
+cgroup a shim's runtime options may name (move_to_cgroup, for a Shim's start_options hook).
 
 Used by `start` for a shim it spawned and by the warm parent for one it forked.
 """
@@ -15,27 +15,6 @@ def read_start_options() -> bytes:
     if sys.stdin is None or sys.stdin.isatty():
         return b""
     return sys.stdin.buffer.read()
-
-
-def apply_start_options(pid: int, data: bytes) -> None:
-    """The runtime option that acts on the shim itself: shim_cgroup, which it is moved into.
-    Raises ValueError for options that do not decode."""
-    if not data:
-        return
-    from google.protobuf.message import DecodeError
-
-    from pyrunc.protos import any_pb2
-    from pyrunc.shim.task import runtime_options
-    from pyrunc.shim.ttrpc.status import TTRPCError
-
-    try:
-        options = runtime_options(any_pb2.Any.FromString(data))
-    except DecodeError as e:
-        raise ValueError(f"runtime options on stdin: {e}") from e
-    except TTRPCError as e:  # its message, not the "ttrpc: code = …" form of str()
-        raise ValueError(f"runtime options on stdin: {e.message}") from e
-    if options.shim_cgroup:
-        move_to_cgroup(pid, options.shim_cgroup)
 
 
 def move_to_cgroup(pid: int, path: str, root: str = "/sys/fs/cgroup") -> None:

@@ -84,3 +84,20 @@ def spawn(
 _DEFAULT_SIGNALS = tuple(
     s for s in range(1, 32) if s not in (signal.SIGKILL, signal.SIGSTOP)
 )
+
+
+def run_to_completion(argv: list[str]) -> tuple[int, str]:
+    """Run a command to completion and return its status and combined output, waiting for it
+    itself: for the `delete` action, which has no reaper (its one child is this)."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = spawn(argv, stdout=w, stderr=w)
+    except BaseException:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    with os.fdopen(r, "rb") as output:
+        text = output.read().decode(errors="replace").strip()
+    _, status = os.waitpid(pid, 0)
+    return exit_status(status), text

@@ -38,8 +38,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import _socket
     import socket
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any, TypeVar
+
+    from pyrunc.shim.api import Shim
 
     T = TypeVar("T")
 
@@ -97,15 +99,16 @@ def socket_path(ident: str | None = None) -> str:
 
 # 2: the runtime name travels in the request. One warm parent serves every name the installed
 # code is linked under (its socket is named after the code), so each shim must be told its own.
-REQUEST_VERSION = b"pyrunc-warm-2"
-REQUEST_FIELDS = 8  # the version, then the fields before the environment
+# 3: so does the shim's module (pyrunc.shim.api): one parent forks every shim built on this code.
+REQUEST_VERSION = b"pyrunc-warm-3"
+REQUEST_FIELDS = 9  # the version, then the fields before the environment
 
 
-def encode_request(runtime: str, namespace: str, id: str, address: str, debug: bool,
-                   options: bytes, cwd: str, env: Mapping[str, str]) -> bytes:
+def encode_request(module: str, runtime: str, namespace: str, id: str, address: str,
+                   debug: bool, options: bytes, cwd: str, env: Mapping[str, str]) -> bytes:
     """A request for one shim, as NUL-separated fields (none of them can hold a NUL): cheaper
     to build on start's path than JSON."""
-    fields = [REQUEST_VERSION, runtime.encode(), namespace.encode(), id.encode(),
+    fields = [REQUEST_VERSION, module.encode(), runtime.encode(), namespace.encode(), id.encode(),
               address.encode(), b"1" if debug else b"", options.hex().encode(), cwd.encode()]
     fields += [f"{key}={value}".encode() for key, value in env.items()]
     return b"\0".join(fields)
@@ -116,13 +119,13 @@ def decode_request(data: bytes) -> tuple[dict[str, Any], str, dict[str, str]]:
     fields = data.split(b"\0")
     if len(fields) < REQUEST_FIELDS or fields[0] != REQUEST_VERSION:
         raise ValueError("not a pyrunc warm parent request")
-    runtime, namespace, id, address, debug, options, cwd = (
+    module, runtime, namespace, id, address, debug, options, cwd = (
         f.decode() for f in fields[1:REQUEST_FIELDS])
-    if not runtime:
-        raise ValueError("a pyrunc warm parent request without a runtime name")
+    if not runtime or not module:
+        raise ValueError("a pyrunc warm parent request without a shim module or runtime name")
     env = dict(entry.decode().partition("=")[::2] for entry in fields[REQUEST_FIELDS:])
-    args = {"runtime": runtime, "namespace": namespace, "id": id, "address": address,
-            "debug": debug == "1", "options": bytes.fromhex(options)}
+    args = {"module": module, "runtime": runtime, "namespace": namespace, "id": id,
+            "address": address, "debug": debug == "1", "options": bytes.fromhex(options)}
     return args, cwd, env
 
 
@@ -134,8 +137,8 @@ def _environ() -> dict[str, str]:
             for key, value in posix.environ.items()}
 
 
-def request_shim(listener: _socket.socket, *, runtime: str, namespace: str, id: str,
-                 address: str, debug: bool, options: bytes, path: str | None = None,
+def request_shim(listener: _socket.socket, *, module: str, runtime: str, namespace: str,
+                 id: str, address: str, debug: bool, options: bytes, path: str | None = None,
                  timeout: float = 5.0) -> int | None:
     """Ask the warm parent for a shim serving `listener`; its pid, or None if no warm parent
     answers (then the caller starts one the slow way). Raises ValueError with the parent's
@@ -145,8 +148,8 @@ def request_shim(listener: _socket.socket, *, runtime: str, namespace: str, id: 
     `socket` module costs it more to import than everything else here."""
     import _socket
 
-    request = encode_request(runtime, namespace, id, address, debug, options, posix.getcwd(),
-                             _environ())
+    request = encode_request(module, runtime, namespace, id, address, debug, options,
+                             posix.getcwd(), _environ())
     fd = listener.fileno().to_bytes(4, sys.byteorder, signed=True)  # a C int, for SCM_RIGHTS
     conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     reply = b""
@@ -167,7 +170,7 @@ def request_shim(listener: _socket.socket, *, runtime: str, namespace: str, id: 
     return int(answer) if answer.isdigit() and int(answer) > 0 else None
 
 
-def spawn_warm_parent() -> None:
+def spawn_warm_parent(module: str) -> None:
     """Start a warm parent in the background, detached, with a clean environment; unless one
     already holds the lock (it is still loading): a burst of starts on a fresh node would
     otherwise each start one, all but one of which would load everything only to exit."""
@@ -178,7 +181,8 @@ def spawn_warm_parent() -> None:
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
     # The padding argument is room for the forked shims' process titles, which overwrite the
     # memory of the command line: `ps` then shows each shim like one containerd started.
-    argv = [sys.executable, "-I", "-m", "pyrunc.shim.warm", "--title-space=" + "_" * 400]
+    argv = [sys.executable, "-I", "-m", "pyrunc.shim.warm", f"--shim={module}",
+            "--title-space=" + "_" * 400]
     try:  # noqa: SIM105 -- contextlib is one more import on start's path
         spawn(argv, env=env, setsid=True)
     except OSError:
@@ -204,9 +208,14 @@ def _warm_parent_holds_lock(path: str | None = None) -> bool:
 # --- the parent ----------------------------------------------------------------------------
 
 
-def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
+def serve(path: str | None = None, idle_exit: float = IDLE_EXIT, modules: Sequence[str] = ()
+          ) -> int:
+    """Serve requests for shims until idle for idle_exit seconds with no child left. `modules`
+    are the shim modules to load and prepare before the first fork; a request for another one
+    loads it then."""
     import contextlib
     import fcntl
+    import functools
     import gc
     import json  # noqa: F401 -- preloaded: shims load it lazily (start and delete must not)
     import os
@@ -228,7 +237,7 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
 
     import pyrunc.shim.daemon  # noqa: F401
     from pyrunc.shim import log as shimlog
-    from pyrunc.shim.rehearsal import rehearse
+    from pyrunc.shim.api import load_shim
     from pyrunc.shim.ttrpc.server import credentials_allowed, peer_credentials
 
     # python-prctl takes the memory for titles on its first set_proctitle; one made after the
@@ -237,8 +246,12 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
     shimlog.setup(debug=False, fields={})  # the shims change only their fields
     os.chdir("/")  # hold no bundle: the first container's may be removed while we live
     del prctl
-    # Before SIGCHLD is ignored: the rehearsal reaps its own children.
-    best_effort("rehearsal", lambda: rehearse(os.path.dirname(path)))
+    shims = {module: load_shim(module) for module in modules}
+    scratch = os.path.dirname(path)
+    # Before SIGCHLD is ignored: a shim's warm-up may reap its own children (the runc shim's
+    # rehearsal does).
+    for shim in shims.values():
+        best_effort(f"preparing {shim.module}", functools.partial(shim.prepare, scratch))
 
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
@@ -272,7 +285,7 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT) -> int:
                 if not credentials_allowed(creds, uid=os.geteuid(), gid=os.getegid()):
                     continue
                 try:
-                    pid = _fork_shim(conn, listener, lock)
+                    pid = _fork_shim(conn, listener, lock, shims)
                     answer = str(pid)
                 except ValueError as e:
                     pid = 0
@@ -384,7 +397,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
+def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int, shims: dict[str, Shim]
+               ) -> int:
     """Read one request and fork its shim; the child never returns from here."""
     import os
     import signal
@@ -403,6 +417,15 @@ def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
             os.close(fd)
         return 0
     shim_listener = fds[0]
+    shim = shims.get(args["module"])
+    if shim is None:  # a shim module not loaded yet: load it here, for this and later forks
+        from pyrunc.shim.api import load_shim
+
+        try:
+            shim = shims[args["module"]] = load_shim(args["module"])
+        except ValueError:  # start then says why
+            os.close(shim_listener)
+            raise
     options = args["options"]
     # The shim's environment is set here, not in the child: each shim would otherwise copy the
     # pages it touches doing so, while requests from one containerd all carry the same one.
@@ -416,10 +439,8 @@ def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
         return 0  # start falls back to the slow way
     if pid:
         os.close(shim_listener)
-        from pyrunc.shim.placement import apply_start_options
-
         try:
-            apply_start_options(pid, options)
+            shim.start_options(pid, options)
         except (OSError, ValueError) as e:
             os.kill(pid, signal.SIGKILL)
             from pyrunc.shim.errors import describe
@@ -443,7 +464,7 @@ def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int) -> int:
         prctl.set_proctitle(shim_title(args["runtime"], args["namespace"], args["id"],
                                        args["address"], bool(args.get("debug"))))
         os.chdir(cwd)
-        code = daemon.run(namespace=args["namespace"], id=args["id"], address=args["address"],
+        code = daemon.run(shim, namespace=args["namespace"], id=args["id"], address=args["address"],
                           debug=bool(args.get("debug")), listener_fd=shim_listener,
                           runtime=args["runtime"])
     except BaseException:
@@ -458,7 +479,8 @@ def main() -> None:
     import errno
 
     try:
-        sys.exit(serve())
+        modules = [arg.partition("=")[2] for arg in sys.argv[1:] if arg.startswith("--shim=")]
+        sys.exit(serve(modules=modules))
     except OSError as e:
         if e.errno in (errno.EACCES, errno.EPERM):
             sys.exit(0)  # not allowed here: shims are then started the slow way

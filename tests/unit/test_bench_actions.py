@@ -216,6 +216,7 @@ def test_the_bundles_are_as_containerd_and_a_teardown_leave_them(
         tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]) -> None:
     from pyrunc.oci import bundle
     from pyrunc.shim import manager
+    from pyrunc.shim.runc_shim import SHIM
 
     path = tmp_path / "c1"
     prepare_bundle(path, b'{"ociVersion": "1.0.2"}')
@@ -224,7 +225,7 @@ def test_the_bundles_are_as_containerd_and_a_teardown_leave_them(
     assert bundle.read_options_raw(str(path)) == {}  # default options: not even parsed
     assert bundle.read_runtime(str(path)) == "runc"
     # delete finds nothing to do there, and says so with nothing but its response.
-    assert manager.delete(namespace="ns", id="c1", bundle=str(path), debug=False) == 0
+    assert manager.delete(SHIM, namespace="ns", id="c1", bundle=str(path), debug=False) == 0
     out, err = capfdbinary.readouterr()
     assert err == b"" and out.startswith(b"\x08\x92\x21")  # pid 4242
 

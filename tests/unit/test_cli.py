@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from pyrunc.protos import shim_pb2
 from pyrunc.shim.cli import _click_command, binary_name_of, parse_go_flags, runtime_name_of
 from pyrunc.shim.manager import encode_delete_response
+from pyrunc.shim.runc_shim import SHIM
 
 
 def test_containerds_start_command_line() -> None:
@@ -91,13 +92,13 @@ def test_binary_names_are_containerds(runtime: str, binary: str) -> None:
 def test_click_prints_the_version_and_refuses_unknown_actions(
         monkeypatch: pytest.MonkeyPatch) -> None:
     runner = CliRunner()
-    version = runner.invoke(_click_command(), ["--version"])
+    version = runner.invoke(_click_command(SHIM), ["--version"])
     assert version.exit_code == 0 and "io.containerd.pyrunc.v1" in version.output
     monkeypatch.setattr("sys.argv", ["/opt/bin/containerd-shim-runc-v2", "--version"])
-    version = runner.invoke(_click_command(), ["--version"])
+    version = runner.invoke(_click_command(SHIM), ["--version"])
     assert version.output.splitlines()[0] == "containerd-shim-runc-v2:"
     assert "Runtime: io.containerd.runc.v2" in version.output
-    bad = runner.invoke(_click_command(), ["-id", "c", "stop"])
+    bad = runner.invoke(_click_command(SHIM), ["-id", "c", "stop"])
     assert bad.exit_code == 2 and 'unknown action "stop"' in bad.output
 
 
@@ -120,12 +121,13 @@ def test_warm_requests_round_trip() -> None:
 
     env = {"PATH": "/usr/bin:/bin", "TTRPC_ADDRESS": "/run/c.sock.ttrpc", "EMPTY": "",
            "WITH=EQUALS": "a=b"}
-    data = encode_request("io.containerd.runc.v2", "k8s.io", "c1",
+    data = encode_request("pyrunc.shim.runc_shim", "io.containerd.runc.v2", "k8s.io", "c1",
                           "/run/containerd/containerd.sock", True, b"\x0a\x03any", "/run/bundle",
                           env)
     args, cwd, decoded_env = decode_request(data)
     # the runtime name travels with each request: one warm parent serves every installed name
-    assert args == {"runtime": "io.containerd.runc.v2", "namespace": "k8s.io", "id": "c1",
+    assert args == {"module": "pyrunc.shim.runc_shim", "runtime": "io.containerd.runc.v2",
+                    "namespace": "k8s.io", "id": "c1",
                     "address": "/run/containerd/containerd.sock", "debug": True,
                     "options": b"\x0a\x03any"}
     assert cwd == "/run/bundle"
@@ -195,17 +197,19 @@ def test_start_passes_the_runtime_name_to_the_warm_parent_and_the_slow_way(
     requests: list[dict[str, object]] = []
     spawned: list[list[str]] = []
     monkeypatch.setattr(warm, "request_shim", lambda listener, **kw: requests.append(kw))
-    monkeypatch.setattr(warm, "spawn_warm_parent", lambda: None)
+    monkeypatch.setattr(warm, "spawn_warm_parent", lambda module: None)
     monkeypatch.setattr(spawn, "spawn", lambda argv, **kw: spawned.append(list(argv)) or 4242)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        pid = manager._start_shim(listener, namespace="ns", id="c1", address="/a", debug=False,
-                                  options=b"", runtime="io.containerd.foo.v3")
+        pid = manager._start_shim(SHIM, listener, namespace="ns", id="c1", address="/a",
+                                  debug=False, options=b"", runtime="io.containerd.foo.v3")
     finally:
         listener.close()
     assert pid == 4242  # no warm parent answered (None): spawned the slow way
     assert requests[0]["runtime"] == "io.containerd.foo.v3"
+    assert requests[0]["module"] == "pyrunc.shim.runc_shim"  # the parent forks this shim
     argv = spawned[0]
+    assert argv[argv.index("-m") + 1] == "pyrunc.shim.runc_shim"  # the slow way runs it too
     assert argv[argv.index("-runtime-name") + 1] == "io.containerd.foo.v3"
     values = parse_go_flags(argv[4:])  # what the spawned shim's command line parses to
     assert values is not None and values["runtime_name"] == "io.containerd.foo.v3"
@@ -234,7 +238,7 @@ def test_start_and_delete_end_without_finalization_but_with_what_an_exit_does(
             "import atexit\n"
             "atexit.register(lambda: print('atexit ran', end='', file=sys.stderr))\n"
             "sys.stdout.write('buffered, ')  # (stdout is a pipe: block-buffered)\n"
-            "from pyrunc.shim.cli import main\n"
+            "from pyrunc.shim.runc_shim import main\n"
             "sys.argv = ['containerd-shim-pyrunc-v1', '-namespace', 'pyrunc-test', '-id', "
             f"{id!r}, '-bundle', {bundle!r}, 'delete']\n"
             "main()\n"

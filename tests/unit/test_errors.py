@@ -29,6 +29,7 @@ from pyrunc.oci.errors import (
 from pyrunc.oci.mount import Mount, MountError, check
 from pyrunc.oci.runc import Runc, RuncError
 from pyrunc.shim import manager
+from pyrunc.shim.runc_shim import SHIM
 from pyrunc.shim.spawn import spawn
 from pyrunc.shim.task import runtime_options
 from pyrunc.shim.ttrpc.status import TTRPCError
@@ -209,7 +210,7 @@ def test_delete_warns_of_a_missing_runc_in_os_execs_words(
     (root / "ns" / "c1").mkdir(parents=True)  # runc still has state for it: delete runs runc
     (bundle / "options.json").write_text(
         f'{{"binary_name": "no-runc", "root": "{root}", "systemd_cgroup": false}}')
-    assert manager.delete(namespace="ns", id="c1", bundle=str(bundle), debug=False) == 0
+    assert manager.delete(SHIM, namespace="ns", id="c1", bundle=str(bundle), debug=False) == 0
     out, err = capfdbinary.readouterr()
     assert err.decode() == f"pyrunc: failed to remove runc container c1: {NOT_FOUND}\n"
     assert out  # the DeleteResponse, all the same

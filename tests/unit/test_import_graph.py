@@ -127,13 +127,13 @@ def test_lazy_imports_count_and_type_checking_ones_do_not(tmp_path: Path) -> Non
     assert imports_of(source, known) == {"pyrunc.shim.log", "pyrunc.oci.errors"}
 
 
-# The framework's building blocks: what any shim needs, importing nothing of oci/ and nothing of
-# the runc shim (its Task service, start/delete, -info, the warm parent's rehearsal). cli,
-# daemon and warm still start the runc shim itself (issue 11: they are to take the shim's hooks
-# instead, and join this list).
-FRAMEWORK = ("address", "errors", "launcher", "log", "names", "paths", "publisher", "reaper",
-             "spawn", "ttrpc")
-RUNC_SHIM = ("info", "manager", "placement", "rehearsal", "task")
+# The framework: what any shim needs, importing nothing of oci/ and nothing of the runc shim.
+# The runc shim (containerd-shim-pyrunc-v1) is built on it like any other shim: runc_shim.py
+# (its hooks), task.py (its Task service over oci/), info.py (-info), rehearsal.py (its warm-up)
+# and __main__.py (`python -m pyrunc.shim`). Every module is one or the other.
+FRAMEWORK = ("api", "address", "cli", "daemon", "errors", "launcher", "log", "manager", "names",
+             "paths", "placement", "publisher", "reaper", "spawn", "ttrpc", "warm")
+RUNC_SHIM = ("__main__", "info", "rehearsal", "runc_shim", "task")
 
 
 def _closure(graph: dict[str, set[str]], start: str) -> set[str]:
@@ -147,14 +147,22 @@ def _closure(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-def test_the_frameworks_building_blocks_import_nothing_of_oci_or_the_runc_shim() -> None:
+def _part(name: str) -> str:
+    return name.removeprefix("pyrunc.shim").lstrip(".").split(".")[0]
+
+
+def test_every_module_of_shim_is_the_frameworks_or_the_runc_shims() -> None:
+    parts = {_part(name) for name in _modules("shim")} - {""}
+    assert parts == set(FRAMEWORK) | set(RUNC_SHIM)
+    assert not set(FRAMEWORK) & set(RUNC_SHIM)
+
+
+def test_the_framework_imports_nothing_of_oci_or_the_runc_shim() -> None:
     modules = _modules("shim")
     known = set(modules) | set(_modules("oci"))
     graph = {name: imports_of(path, known) for name, path in modules.items()}
     forbidden = ("pyrunc.oci", *(f"pyrunc.shim.{name}" for name in RUNC_SHIM))
-    blocks = [name for name in modules
-              if name.removeprefix("pyrunc.shim.").split(".")[0] in FRAMEWORK]
-    assert len(blocks) > len(FRAMEWORK)  # every name above is a module (ttrpc: a package)
+    framework = [name for name in modules if _part(name) in FRAMEWORK or name == "pyrunc.shim"]
     reached = {name: sorted(m for m in _closure(graph, name) if m.startswith(forbidden))
-               for name in blocks}
+               for name in framework}
     assert {name: found for name, found in reached.items() if found} == {}

@@ -16,6 +16,7 @@ def test_the_launcher_starts_the_interpreter_isolated_without_site() -> None:
     first, *rest = text.splitlines()
     assert first == "#!/opt/pyrunc/bin/python -IS"  # one argument: the kernel passes one
     assert "sys.path += ['/opt/pyrunc/lib/site-packages']" in rest
+    assert "from pyrunc.shim.runc_shim import main" in rest  # setup.cfg's entry point
     compile(text, "launcher", "exec")
 
 

@@ -134,7 +134,7 @@ def test_runtime_options_from_each_kind_of_client() -> None:
 
 def test_the_runc_root_delete_knows_is_runcs() -> None:
     from pyrunc.oci.runc import DEFAULT_RUNC_ROOT
-    from pyrunc.shim.manager import RUNC_ROOT
+    from pyrunc.shim.runc_shim import RUNC_ROOT
 
     assert RUNC_ROOT == DEFAULT_RUNC_ROOT
 
@@ -207,7 +207,9 @@ def test_a_bundle_that_delete_finds_clean_costs_no_os_nor_runc(tmp_path: Path) -
         "import pyrunc.shim.manager, pyrunc.shim.cli, pyrunc.oci.mount\n"
         "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
         "from pyrunc.shim.manager import delete\n"
-        f"code = delete(namespace='pyrunc-test', id='c1', bundle={str(tmp_path)!r}, debug=False)\n"
+        "from pyrunc.shim.runc_shim import SHIM\n"
+        f"code = delete(SHIM, namespace='pyrunc-test', id='c1', bundle={str(tmp_path)!r},"
+        " debug=False)\n"
         "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
         "sys.exit(code)\n"
     )
@@ -232,9 +234,11 @@ def test_start_asks_the_warm_parent_without_loading_os() -> None:
     src = str(Path(pyrunc.shim.__file__ or ".").absolute().parents[2])
     code = (
         f"import sys; sys.path[:0] = [{src!r}]\n"
-        "import pyrunc.shim.cli, pyrunc.shim.manager, pyrunc.shim.warm as warm\n"
+        "import pyrunc.shim.runc_shim, pyrunc.shim.cli, pyrunc.shim.manager\n"
+        "import pyrunc.shim.warm as warm\n"
         "warm.socket_path()\n"
-        "warm.encode_request('io.containerd.pyrunc.v1', 'ns', 'c1', '/a', False, b'', '/',"
+        "warm.encode_request('pyrunc.shim.runc_shim', 'io.containerd.pyrunc.v1', 'ns', 'c1', '/a',"
+        " False, b'', '/',"
         " warm._environ())\n"
         "print(' '.join(sorted(sys.modules)))\n"
     )
