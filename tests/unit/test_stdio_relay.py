@@ -120,6 +120,17 @@ class Fifos:
         return open_fifo_reader(self.paths[name])
 
 
+def started_stdout_only(tmp_path: Path) -> tuple[Fifos, PipeIO, int]:
+    """A PipeIO relaying stdout only, started as after `runc create`; the process's end of the
+    pipe (the caller closes it)."""
+    fifos = Fifos(tmp_path, "stdout")
+    io = PipeIO(fifos.stdio())
+    proc_out = os.dup(io.runc_stdio()[1])  # type: ignore[arg-type]
+    io.close_runc_side()
+    io.start()
+    return fifos, io, proc_out
+
+
 def read_until(fd: int, n: int, timeout: float = 10) -> bytes:
     """Read from a non-blocking fd until n bytes (or EOF) came."""
     data = bytearray()
@@ -178,11 +189,7 @@ def test_output_reaches_a_reader_that_comes_after_the_process_is_gone(
     # short-lived process has written, exited and its relay seen EOF. A writer opened before
     # that reader and closed again leaves its open(2) waiting for a writer for good, and the
     # output is lost when Delete closes the shim's ends (ctr then prints nothing).
-    fifos = Fifos(tmp_path, "stdout")
-    io = PipeIO(fifos.stdio())
-    proc_out = os.dup(io.runc_stdio()[1])  # type: ignore[arg-type]
-    io.close_runc_side()
-    io.start()
+    fifos, io, proc_out = started_stdout_only(tmp_path)
     os.write(proc_out, b"early\n")
     os.close(proc_out)  # the process exits before anyone reads
     io.wait(0.3)
@@ -198,11 +205,7 @@ def test_output_reaches_a_reader_that_comes_after_the_process_is_gone(
 
 def test_wait_gives_up_after_its_timeout_while_the_process_runs(
         tmp_path: Path, no_leaks: None) -> None:
-    fifos = Fifos(tmp_path, "stdout")
-    io = PipeIO(fifos.stdio())
-    proc_out = os.dup(io.runc_stdio()[1])  # type: ignore[arg-type]
-    io.close_runc_side()
-    io.start()
+    _, io, proc_out = started_stdout_only(tmp_path)
     started = time.monotonic()
     io.wait(0.2)
     assert 0.2 <= time.monotonic() - started < 2
@@ -236,11 +239,7 @@ def test_close_stops_the_relays_promptly(
 def test_close_stops_a_relay_that_never_waits(tmp_path: Path, no_leaks: None) -> None:
     # A process writing without a pause to a fast reader: the relay never blocks, and must
     # still notice close() between two transfers.
-    fifos = Fifos(tmp_path, "stdout")
-    io = PipeIO(fifos.stdio())
-    proc_out = os.dup(io.runc_stdio()[1])  # type: ignore[arg-type]
-    io.close_runc_side()
-    io.start()
+    fifos, io, proc_out = started_stdout_only(tmp_path)
     out = fifos.reader("stdout")
     stop = threading.Event()
 
