@@ -9,17 +9,19 @@ in a few milliseconds and shares the parent's pages copy-on-write.
 
 CPython writes to the objects it runs (reference counts, the code it specialises), and every
 write copies a page. So that a shim copies as few as it can, the parent does before forking what
-would otherwise be done in each child: it rehearses the shim's hot paths (rehearsal.py), sets up
-logging, fills the allocator's free blocks (so that a child's new objects go to pages of its own),
-and takes on the environment of the request. Its memory is also offered to the kernel's samepage
-merging, which, when the node runs it, shares again the pages shims copied but did not change
-for good.
+would otherwise be done in each child: it runs each shim's prepare hook (the runc shim rehearses
+its hot paths, rehearsal.py), sets up logging, fills the allocator's free blocks (so that a
+child's new objects go to pages of its own), and takes on the environment of the request. Its
+memory is also offered to the kernel's samepage merging, which, when the node runs it, shares
+again the pages shims copied but did not change for good.
 
 `start` asks for a shim over a unix socket (0600, in a 0700 directory, and the peer's uid and gid
-must be the parent's), sending the shim's already-bound listener with SCM_RIGHTS and its runtime
-name, arguments, working directory and environment as NUL-separated fields; the reply is the
-child's pid. When no warm parent answers, `start` spawns a shim the slow way and starts a warm
-parent for the next ones.
+must be the parent's), sending the shim's already-bound listener with SCM_RIGHTS and its shim
+module (pyrunc.shim.api), runtime name, arguments, working directory and environment as
+NUL-separated fields; the reply is the child's pid. One parent forks every shim built on the
+installed code: it loads each module once, the first time it is asked for it (the ones named by
+--shim= before anything else). When no warm parent answers, `start` spawns a shim the slow way
+and starts a warm parent for the next ones.
 
 The socket's name carries a hash of the installed code, so a reinstalled pyrunc never forks from a
 parent holding the old code; a parent with nothing to do for IDLE_EXIT seconds and no children
