@@ -22,9 +22,7 @@ from collections.abc import Callable, Sequence
 from pyrunc.oci import bundle as bundles
 from pyrunc.oci.console import ConsoleIO, ConsoleSocket
 from pyrunc.oci.errors import describe
-from pyrunc.oci.monitor import ExitWatch, ProcessMonitor
-from pyrunc.oci.mount import Mount, MountError, mount_all, unmount_all
-from pyrunc.oci.mount import check as check_mount
+from pyrunc.oci.monitor import ExitWatch, MountSpec, ProcessMonitor, RootfsMounts
 from pyrunc.oci.options import CheckpointOpts, RuntimeOptions
 from pyrunc.oci.process import Op, Process, State
 from pyrunc.oci.record import FrozenRecord
@@ -64,7 +62,7 @@ class CreateConfig(FrozenRecord):
     id: str
     bundle: str
     namespace: str
-    rootfs: Sequence[Mount]
+    rootfs: Sequence[MountSpec]
     stdio: Stdio
     options: RuntimeOptions
     checkpoint: str  # restore from this checkpoint image instead of creating
@@ -113,8 +111,10 @@ def _io_start_failed(io: ProcessIO) -> str:
 
 
 class Container:
-    def __init__(self, config: CreateConfig, monitor: ProcessMonitor) -> None:
+    def __init__(self, config: CreateConfig, monitor: ProcessMonitor, mounts: RootfsMounts
+                 ) -> None:
         self.id = config.id
+        self.mounts = mounts
         self.bundle = config.bundle
         self.config = config
         self.runc = runc_for(config.bundle, config.namespace, config.options, monitor)
@@ -155,8 +155,8 @@ class Container:
         cfg = self.config
         for m in cfg.rootfs:
             try:
-                check_mount(m)
-            except MountError as e:
+                self.mounts.check(m)
+            except self.mounts.MountError as e:
                 raise ContainerError(str(e), "invalid") from e
         bundles.write_options(cfg.bundle, cfg.options)
         bundles.write_runtime(cfg.bundle, self.runc.binary)
@@ -164,8 +164,8 @@ class Container:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.rootfs, 0o711)
             try:
-                mount_all(cfg.rootfs, self.rootfs)
-            except MountError as e:
+                self.mounts.mount_all(cfg.rootfs, self.rootfs)
+            except self.mounts.MountError as e:
                 raise ContainerError(f"failed to mount rootfs component: {e}") from e
         try:
             if cfg.checkpoint:
@@ -353,8 +353,8 @@ class Container:
             self._io.pop(key).close()
         try:
             if self.rootfs:
-                unmount_all(self.rootfs)
-        except MountError as e:
+                self.mounts.unmount_all(self.rootfs)
+        except self.mounts.MountError as e:
             log.warning("container %s: failed to clean up rootfs mount: %s", self.id, e)
         if error is not None:
             raise error
@@ -473,6 +473,6 @@ class Container:
     def _unmount_quietly(self) -> None:
         if self.rootfs:
             try:
-                unmount_all(self.rootfs)
-            except MountError as e:
+                self.mounts.unmount_all(self.rootfs)
+            except self.mounts.MountError as e:
                 log.warning("container %s: failed to undo rootfs mount: %s", self.id, e)

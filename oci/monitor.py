@@ -1,10 +1,13 @@
-"""How oci/ starts child processes and learns of their exits, without owning waitpid.
+"""How oci/ starts child processes and learns of their exits, without owning waitpid, and
+mounts a rootfs, without owning the mount code.
 
 A shim must have exactly one waiter for its children (containers are re-parented to it, and runc
 invocations are its children too), so oci/ never calls waitpid itself: everything it starts goes
 through a ProcessMonitor handed in by the caller. These are only the interfaces oci/ relies on:
 pyrunc.shim.reaper provides the real monitor and its Exit and ExitWatch, whose reaping thread
-delivers each exit to the watch of its pid; any other thread may block on it.
+delivers each exit to the watch of its pid; any other thread may block on it. Mounting a
+container's rootfs is the same for every shim, so the framework owns it too: pyrunc.shim.mount is
+a RootfsMounts, handed in by the caller like the monitor.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from typing import Protocol
+    from typing import Any, Protocol
 else:
     Protocol = object
 
@@ -69,4 +72,33 @@ class ProcessMonitor(Protocol):
         An exit reaped before the call is delivered too, unless it was reaped before since_ns
         (a stale exit of an earlier process that had the same pid).
         """
+        ...
+
+
+class MountSpec(Protocol):
+    """One rootfs mount as containerd sends it."""
+
+    type: str
+    source: str
+    options: tuple[str, ...]
+
+
+class RootfsMounts(Protocol):
+    """Mounting a rootfs on a target and taking it down; failures raise MountError."""
+
+    @property
+    def MountError(self) -> type[Exception]:
+        """What every failure raises."""
+        ...
+
+    def check(self, m: Any) -> None:
+        """Refuse (MountError) a mount that could reach outside what containerd prepared."""
+        ...
+
+    def mount_all(self, mounts: Any, target: str) -> None:
+        """Mount each in order on target; on failure nothing stays mounted."""
+        ...
+
+    def unmount_all(self, path: str) -> None:
+        """Unmount everything at or below path. Idempotent."""
         ...

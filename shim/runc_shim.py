@@ -80,7 +80,7 @@ class RuncShim(Shim):
         after every container. runc is only loaded and run if it still has the container."""
         from pyrunc.oci import bundle as bundles
         from pyrunc.oci.bundle import join
-        from pyrunc.oci.mount import MountError, unmount_all
+        from pyrunc.shim.mount import MountError, unmount_all
 
         bundles.validate_id("container", id)
         saved = bundles.read_options_raw(bundle)

@@ -29,7 +29,6 @@ from pyrunc.oci import bundle as bundles
 from pyrunc.oci.cgroups import Cgroup, CgroupError, OOMWatcher, cgroup_for_pid
 from pyrunc.oci.container import Container, ContainerError, CreateConfig, ExecProcess
 from pyrunc.oci.monitor import ProcessMonitor
-from pyrunc.oci.mount import Mount
 from pyrunc.oci.options import CheckpointOpts, RuntimeOptions
 from pyrunc.oci.process import Process, State, StateError
 from pyrunc.oci.stdio import Stdio
@@ -43,6 +42,7 @@ from pyrunc.protos import (
     shim_pb2,
     task_types_pb2,
 )
+from pyrunc.shim import mount
 from pyrunc.shim.errors import describe, quote
 from pyrunc.shim.publisher import Publisher
 from pyrunc.shim.ttrpc import status
@@ -282,14 +282,14 @@ class TaskService:
             id=req.id,
             bundle=req.bundle,
             namespace=ctx.namespace or self.namespace,
-            rootfs=[Mount(m.type, m.source, tuple(m.options)) for m in req.rootfs],
+            rootfs=mount.from_protos(req.rootfs),
             stdio=Stdio(req.stdin, req.stdout, req.stderr, req.terminal),
             options=options,
             checkpoint=req.checkpoint,
             parent_checkpoint=req.parent_checkpoint,
         )
         with self._errors(req.id):
-            container = Container(config, self.monitor)
+            container = Container(config, self.monitor, mount)
         # Reserved in one atomic step: a concurrent Create of the same id is refused.
         if self.containers.setdefault(req.id, container) is not container:
             raise status.already_exists(f"container {req.id}: already exists in this shim")

@@ -26,9 +26,9 @@ from pyrunc.oci.errors import (
     start_failure,
     strerror,
 )
-from pyrunc.oci.mount import Mount, MountError, check
 from pyrunc.oci.runc import Runc, RuncError
 from pyrunc.shim import manager
+from pyrunc.shim.mount import Mount, MountError, check
 from pyrunc.shim.runc_shim import SHIM
 from pyrunc.shim.spawn import spawn
 from pyrunc.shim.task import runtime_options

@@ -131,8 +131,9 @@ def test_lazy_imports_count_and_type_checking_ones_do_not(tmp_path: Path) -> Non
 # The runc shim (containerd-shim-pyrunc-v1) is built on it like any other shim: runc_shim.py
 # (its hooks), task.py (its Task service over oci/), info.py (-info), rehearsal.py (its warm-up)
 # and __main__.py (`python -m pyrunc.shim`). Every module is one or the other.
-FRAMEWORK = ("api", "address", "cli", "daemon", "errors", "launcher", "log", "manager", "names",
-             "paths", "placement", "publisher", "reaper", "spawn", "ttrpc", "warm")
+FRAMEWORK = ("api", "address", "cli", "daemon", "errors", "fifo", "launcher", "log", "manager",
+             "mount", "names", "paths", "placement", "publisher", "reaper", "spawn", "ttrpc",
+             "warm")
 RUNC_SHIM = ("__main__", "info", "rehearsal", "runc_shim", "task")
 
 

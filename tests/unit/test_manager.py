@@ -204,7 +204,7 @@ def test_a_bundle_that_delete_finds_clean_costs_no_os_nor_runc(tmp_path: Path) -
     write_address(str(tmp_path), "unix:///run/containerd/s/" + "0" * 64)
     code = (
         f"import sys; sys.path[:0] = [{src!r}]\n"
-        "import pyrunc.shim.manager, pyrunc.shim.cli, pyrunc.oci.mount\n"
+        "import pyrunc.shim.manager, pyrunc.shim.cli, pyrunc.shim.mount\n"
         "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
         "from pyrunc.shim.manager import delete\n"
         "from pyrunc.shim.runc_shim import SHIM\n"

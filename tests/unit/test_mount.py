@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from pyrunc.oci.mount import (
+from pyrunc.shim.mount import (
     MS_BIND,
     MS_NODEV,
     MS_NOSUID,
@@ -98,3 +100,36 @@ def test_mounts_containerd_makes_are_accepted(mount: Mount) -> None:
 def test_mounts_that_could_reach_outside_are_refused(mount: Mount) -> None:
     with pytest.raises(MountError, match="refusing"):
         check(mount)
+
+
+def test_mount_rootfs_binds_on_the_bundles_rootfs_and_unmount_rootfs_takes_it_down(
+        tmp_path: Path) -> None:
+    from pyrunc.protos import mount_pb2
+    from pyrunc.shim.mount import from_protos, mount_rootfs, unmount_rootfs
+
+    source = tmp_path / "snapshot"
+    source.mkdir()
+    (source / "hello.wasm").write_bytes(b"\0asm")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    mounts = from_protos([mount_pb2.Mount(type="bind", source=str(source),
+                                          options=["rbind", "ro"])])
+    assert mounts == [Mount("bind", str(source), ("rbind", "ro"))]
+    assert mount_rootfs([], str(bundle)) == ""  # `ctr run --rootfs`: nothing to mount
+    target = mount_rootfs(mounts, str(bundle))
+    try:
+        assert target == f"{bundle}/rootfs"
+        assert (bundle / "rootfs" / "hello.wasm").read_bytes() == b"\0asm"
+    finally:
+        unmount_rootfs(str(bundle))
+    assert list((bundle / "rootfs").iterdir()) == []
+    unmount_rootfs(str(bundle))  # idempotent
+
+
+def test_mount_rootfs_refuses_before_mounting_anything(tmp_path: Path) -> None:
+    from pyrunc.shim.mount import mount_rootfs
+
+    good = Mount("bind", str(tmp_path), ("rbind",))
+    with pytest.raises(MountError, match="refusing"):
+        mount_rootfs([good, Mount("bind", "../etc", ("rbind",))], str(tmp_path / "b"))
+    assert not (tmp_path / "b").exists()

@@ -1,4 +1,4 @@
-"""Mounting a container's rootfs into its bundle, and taking it down again.
+"""Mounting a container's rootfs into its bundle, and taking it down again (framework).
 
 containerd hands the shim its rootfs as a list of mounts (`type`, `source`, `options`), to be
 mounted in order on `<bundle>/rootfs` (an overlay of snapshots, or a bind mount). Options are the
@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import errno
 
-from pyrunc.oci.bundle import normpath  # os.path.normpath without os: `delete` imports this
+from pyrunc.shim.paths import join, normpath  # os.path.normpath without os: `delete` imports this
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from typing import Any
+
+__all__ = ["Mount", "MountError", "check", "from_protos", "mount_all", "mount_rootfs",
+           "unmount_all", "unmount_rootfs"]
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -78,7 +81,7 @@ _BIND_REMOUNT_FLAGS = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME 
 
 
 class MountError(Exception):
-    pass
+    """A mount refused by check(), or a mount(2)/umount2(2) that failed, in Go's words."""
 
 
 class Mount:
@@ -155,7 +158,7 @@ def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None
         data.encode() if data else None,
     )
     if rc != 0:
-        from pyrunc.oci.errors import quote, strerror
+        from pyrunc.shim.errors import quote, strerror
 
         err = ctypes.get_errno()
         raise MountError(
@@ -220,7 +223,7 @@ def _check_path(what: str, path: str) -> None:
 
 
 def _quote(text: str) -> str:
-    from pyrunc.oci.errors import quote  # only for a refusal: `delete` imports this module
+    from pyrunc.shim.errors import quote  # only for a refusal: `delete` imports this module
 
     return quote(text)
 
@@ -280,7 +283,7 @@ def unmount_all(path: str) -> None:
             with open("/proc/self/mountinfo") as f:
                 points = mount_points_below(path, f.read())
         except OSError as e:
-            from pyrunc.oci.errors import describe
+            from pyrunc.shim.errors import describe
 
             raise MountError(describe(e, "open", "/proc/self/mountinfo")) from e
         if not points:
@@ -290,7 +293,40 @@ def unmount_all(path: str) -> None:
             if err in (errno.EBUSY,):
                 err = _umount(point, MNT_DETACH)
             if err not in (0, errno.EINVAL, errno.ENOENT):
-                from pyrunc.oci.errors import strerror
+                from pyrunc.shim.errors import strerror
 
                 raise MountError(f"unmount {point}: {strerror(err)}")
     raise MountError(f"unmount {path}: mounts keep reappearing")
+
+
+def mount_rootfs(mounts: Sequence[Mount], bundle: str) -> str:
+    """Mount containerd's rootfs mounts on `<bundle>/rootfs` (made if missing) and return that
+    path; "" when there are none (the bundle's rootfs is already in place, as with
+    `ctr run --rootfs`). On failure nothing stays mounted."""
+    if not mounts:
+        return ""
+    for m in mounts:
+        check(m)
+    import os
+
+    target = join(bundle, "rootfs")
+    try:
+        os.mkdir(target, 0o711)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        from pyrunc.shim.errors import describe
+
+        raise MountError(describe(e, "mkdir", target)) from e
+    mount_all(mounts, target)
+    return target
+
+
+def unmount_rootfs(bundle: str) -> None:
+    """Take down whatever is mounted on `<bundle>/rootfs`, if anything. Idempotent."""
+    unmount_all(join(bundle, "rootfs"))
+
+
+def from_protos(mounts: Iterable[Any]) -> list[Mount]:
+    """Mounts from containerd.types.Mount messages (CreateTaskRequest.rootfs)."""
+    return [Mount(m.type, m.source, tuple(m.options)) for m in mounts]
