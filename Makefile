@@ -9,7 +9,7 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DEBS := containerd runc busybox-static libcap-dev python3-venv python3-dev gcc
-SOURCES := $(shell find shim oci protos -name '*.py' -o -name '*.proto') setup.cfg pyproject.toml
+SOURCES := $(shell find shim oci protos examples -name '*.py' -o -name '*.proto') setup.cfg pyproject.toml
 
 .PHONY: all deps venv install demo test test-drop-in test-cgroup2 unit integration lint protos bench soak clean
 
@@ -27,7 +27,7 @@ deps:
 $(VENV)/.deps: setup.cfg | deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel
-	$(PY) -m pip install -q '.[dev]'
+	$(PY) -m pip install -q '.[dev,wasm]'
 	touch $@
 
 venv: $(VENV)/.deps
@@ -98,8 +98,8 @@ integration: install $(OTHER_CONTAINERDS)
 	$(PY) -m pytest -q tests/integration
 
 lint: install
-	$(VENV)/bin/ruff check shim oci tests bench
-	$(VENV)/bin/mypy shim oci
+	$(VENV)/bin/ruff check shim oci tests bench examples
+	$(VENV)/bin/mypy shim oci examples
 
 protos: venv
 	$(PY) protos/generate.py

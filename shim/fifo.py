@@ -11,12 +11,16 @@ pipes. What makes that safe is the order of the opens, the same as containerd's 
 - only then is a second, holding reader opened on it, so that the process never gets EPIPE
   (SIGPIPE) when the client goes away (`ctr run -d` exits at once); its output then waits in the
   fifo, up to the pipe's size, as it would in the Go shim's copy;
-- stdin is opened for reading with a blocking open, which returns once the client's writer is
-  there: a read before it would see end of file.
+- stdin is relayed: a client may never open its end (`ctr run` without a terminal does not),
+  so a thread of the calling process opens the fifo in the background, with a blocking open that
+  returns once the client's writer is there, and copies it into a pipe whose read end is the
+  process's stdin, closing it at the client's end of file (CloseIO). A read before the client
+  comes waits; it does not see end of file.
 
-Each open blocks, so call open_stdio in the process that is to use the fds (a child of the shim),
-never on a request thread. `file://PATH` URIs are opened for appending, as containerd's file
-logging does; `binary://` logging drivers are not supported here (the runc shim supports them).
+The output opens block, so call open_stdio in the process that is to use the fds (a child of
+the shim), never on a request thread. `file://PATH` URIs are opened for appending, as
+containerd's file logging does; `binary://` logging drivers are not supported here (the runc
+shim supports them).
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ def open_stdio(stdin: str, stdout: str, stderr: str) -> Stdio:
     opened: list[int] = []
     holders: list[int] = []
     try:
-        fds = (_open(stdin, os.O_RDONLY, opened), _open_output(stdout, opened, holders),
+        fds = (_open_input(stdin, opened), _open_output(stdout, opened, holders),
                _open_output(stderr, opened, holders))
     except BaseException:
         for fd in opened:
@@ -86,6 +90,45 @@ def _open(path: str, flags: int, opened: list[int]) -> int:
         raise StdioError(describe(e, "open", path)) from e
     opened.append(fd)
     return fd
+
+
+def _open_input(path: str, opened: list[int]) -> int:
+    if not path:
+        return _open(path, os.O_RDONLY, opened)
+    if "://" in path:
+        from pyrunc.shim.errors import quote
+
+        raise StdioError(f"unsupported stdin {quote(path)}: only a fifo")
+    try:
+        os.stat(path)
+    except OSError as e:
+        from pyrunc.shim.errors import describe
+
+        raise StdioError(describe(e, "open", path)) from e
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    opened.append(read_end)
+    import threading
+
+    threading.Thread(target=_relay, args=(path, write_end), name="stdin", daemon=True).start()
+    return read_end
+
+
+def _relay(path: str, out: int) -> None:
+    """Copy the stdin fifo into the pipe until the client's end of file, then close the pipe."""
+    try:
+        source = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # waits for the client's writer
+    except OSError:
+        os.close(out)
+        return
+    try:
+        while data := os.read(source, 65536):
+            while data:
+                data = data[os.write(out, data):]
+    except OSError:  # the process closed its stdin (EPIPE): nothing more to copy
+        pass
+    finally:
+        os.close(source)
+        os.close(out)
 
 
 def _open_output(path: str, opened: list[int], holders: list[int]) -> int:

@@ -146,13 +146,19 @@ def build_busybox_image(out_tar: Path, name: str, *, compress: bool = True) -> P
     `name` is a full reference such as "localhost/pyrunc/busybox:latest"; `ctr image import` takes
     it from the `io.containerd.image.name` annotation of the manifest in index.json.
     """
-    layer = _layer_tar(rootfs_entries())
+    return build_image(out_tar, name, rootfs_entries(), ["sh"], compress=compress)
+
+
+def build_image(out_tar: Path, name: str, entries: list[Entry], cmd: list[str], *,
+                compress: bool = True) -> Path:
+    """Write an OCI image layout tar of one layer holding `entries`, run as `cmd`."""
+    layer = _layer_tar(entries)
     layer_blob = _gzip(layer) if compress else layer
     config = {
         "architecture": "amd64",
         "os": "linux",
         "created": CREATED,
-        "config": {"Env": [f"PATH={DEFAULT_PATH}"], "Cmd": ["sh"], "WorkingDir": "/"},
+        "config": {"Env": [f"PATH={DEFAULT_PATH}"], "Cmd": cmd, "WorkingDir": "/"},
         "rootfs": {"type": "layers", "diff_ids": [_sha256(layer)]},
         "history": [{"created": CREATED, "created_by": "pyrunc tests/support/image.py"}],
     }

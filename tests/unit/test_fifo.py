@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import threading
 from pathlib import Path
 
@@ -41,22 +42,21 @@ def test_an_output_fifo_is_opened_once_its_reader_is_there_then_held(tmp_path: P
         stdio.close()  # type: ignore[attr-defined]
 
 
-def test_stdin_is_opened_once_its_writer_is_there(tmp_path: Path) -> None:
+def test_stdin_is_relayed_from_whenever_its_writer_comes_to_its_end_of_file(
+        tmp_path: Path) -> None:
     fifo = str(tmp_path / "stdin")
     os.mkfifo(fifo)
-    thread, result = _in_thread(fifo, "", "")
-    thread.join(0.2)
-    assert thread.is_alive(), "a read before the writer is there would see end of file"
-    writer = os.open(fifo, os.O_WRONLY)
-    thread.join(5)
-    stdio = result[0]
+    stdio = open_stdio(fifo, "", "")  # does not wait: a client may never open stdin
     try:
+        ready, _, _ = select.select([stdio.fds[0]], [], [], 0.2)
+        assert ready == [], "a read before the client's writer must wait, not see end of file"
+        writer = os.open(fifo, os.O_WRONLY)
         os.write(writer, b"input")
         os.close(writer)
-        assert os.read(stdio.fds[0], 100) == b"input"  # type: ignore[attr-defined]
-        assert os.read(stdio.fds[0], 100) == b""  # type: ignore[attr-defined]
+        assert os.read(stdio.fds[0], 100) == b"input"
+        assert os.read(stdio.fds[0], 100) == b""
     finally:
-        stdio.close()  # type: ignore[attr-defined]
+        stdio.close()
 
 
 def test_no_path_is_dev_null_and_a_file_uri_appends(tmp_path: Path) -> None:
@@ -98,6 +98,9 @@ def test_a_bad_path_names_itself_in_gos_words_and_leaves_no_fd(tmp_path: Path) -
                                  "only fifos and file:// logs")
     with pytest.raises(StdioError):
         open_stdio("file:///tmp/x", "", "")  # a file:// URI is for output only
+    with pytest.raises(StdioError) as no_stdin:
+        open_stdio(str(tmp_path / "stdin"), "", "")
+    assert str(no_stdin.value) == f"open {tmp_path}/stdin: no such file or directory"
     assert _fds() == before
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import pyrunc.examples
 import pyrunc.oci
 import pyrunc.shim
 
@@ -19,7 +20,8 @@ def _package_dir(package: object) -> Path:
 
 def _modules(package: str) -> dict[str, Path]:
     """{dotted name: file} of every module of pyrunc.<package>, subpackages included."""
-    top = _package_dir(pyrunc.shim if package == "shim" else pyrunc.oci)
+    top = _package_dir({"shim": pyrunc.shim, "oci": pyrunc.oci,
+                        "examples": pyrunc.examples}[package])
     found = {}
     for path in sorted(top.rglob("*.py")):
         parts = path.relative_to(top).with_suffix("").parts
@@ -167,3 +169,19 @@ def test_the_framework_imports_nothing_of_oci_or_the_runc_shim() -> None:
     reached = {name: sorted(m for m in _closure(graph, name) if m.startswith(forbidden))
                for name in framework}
     assert {name: found for name, found in reached.items() if found} == {}
+
+
+# The framework's public modules (docs/writing-a-shim.md): what a shim built on it may import.
+PUBLIC = ("api", "cli", "errors", "fifo", "mount", "ttrpc.server", "ttrpc.status")
+
+
+def test_the_example_shims_use_only_the_frameworks_public_modules_and_the_protos() -> None:
+    modules = _modules("examples")
+    known = set(modules) | set(_modules("shim")) | set(_modules("oci"))
+    allowed = {f"pyrunc.shim.{name}" for name in PUBLIC} | {"pyrunc.shim"}
+    used = {name: imports_of(path, known) for name, path in modules.items()}
+    assert "pyrunc.examples.wasm.shim" in used
+    outside = {name: sorted(m for m in found if m not in allowed
+                            and not m.startswith(("pyrunc.protos", "pyrunc.examples")))
+               for name, found in used.items()}
+    assert {name: found for name, found in outside.items() if found} == {}

@@ -1,0 +1,1 @@
+"""Shims built on pyrunc's framework, installed as pyrunc.examples (see docs/writing-a-shim.md)."""
