@@ -11,11 +11,11 @@ pipes. What makes that safe is the order of the opens, the same as containerd's 
 - only then is a second, holding reader opened on it, so that the process never gets EPIPE
   (SIGPIPE) when the client goes away (`ctr run -d` exits at once); its output then waits in the
   fifo, up to the pipe's size, as it would in the Go shim's copy;
-- stdin is relayed: a client may never open its end (`ctr run` without a terminal does not),
-  so a thread of the calling process opens the fifo in the background, with a blocking open that
-  returns once the client's writer is there, and copies it into a pipe whose read end is the
-  process's stdin, closing it at the client's end of file (CloseIO). A read before the client
-  comes waits; it does not see end of file.
+- stdin is relayed: a client may never open its end (`ctr run` without a terminal does not), so
+  the fifo is opened at once without blocking, and a thread of the calling process waits (poll)
+  for the client's writer, then copies into a pipe whose read end is the process's stdin, closing
+  it at the client's end of file (CloseIO). A read before the client comes waits; it does not see
+  end of file. Every path is opened before open_stdio returns, so the process may chroot after.
 
 The output opens block, so call open_stdio in the process that is to use the fds (a child of
 the shim), never on a request thread. `file://PATH` URIs are opened for appending, as
@@ -62,13 +62,18 @@ def open_stdio(stdin: str, stdout: str, stderr: str) -> Stdio:
     On failure every fd opened so far is closed and StdioError says which path failed."""
     opened: list[int] = []
     holders: list[int] = []
+    relays: list[tuple[int, int]] = []
     try:
-        fds = (_open_input(stdin, opened), _open_output(stdout, opened, holders),
+        fds = (_open_input(stdin, opened, relays), _open_output(stdout, opened, holders),
                _open_output(stderr, opened, holders))
     except BaseException:
         for fd in opened:
             os.close(fd)
         raise
+    if relays:
+        import threading
+
+        threading.Thread(target=_relay, args=relays[0], name="stdin", daemon=True).start()
     return Stdio(fds, tuple(holders))
 
 
@@ -92,36 +97,38 @@ def _open(path: str, flags: int, opened: list[int]) -> int:
     return fd
 
 
-def _open_input(path: str, opened: list[int]) -> int:
+def _open_input(path: str, opened: list[int], relays: list[tuple[int, int]]) -> int:
     if not path:
         return _open(path, os.O_RDONLY, opened)
     if "://" in path:
         from pyrunc.shim.errors import quote
 
         raise StdioError(f"unsupported stdin {quote(path)}: only a fifo")
-    try:
-        os.stat(path)
-    except OSError as e:
-        from pyrunc.shim.errors import describe
-
-        raise StdioError(describe(e, "open", path)) from e
+    source = _open(path, os.O_RDONLY | os.O_NONBLOCK, opened)  # does not wait for a writer
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    opened.append(read_end)
-    import threading
-
-    threading.Thread(target=_relay, args=(path, write_end), name="stdin", daemon=True).start()
+    opened += (read_end, write_end)
+    relays.append((source, write_end))
     return read_end
 
 
-def _relay(path: str, out: int) -> None:
-    """Copy the stdin fifo into the pipe until the client's end of file, then close the pipe."""
+def _relay(source: int, out: int) -> None:
+    """Copy the stdin fifo into the pipe until the client's end of file, then close both.
+
+    Until a writer has come, poll reports nothing on the fifo (Linux reports POLLHUP only once a
+    writer has come and gone), so a read of 0 bytes after poll is the client's end of file."""
+    import select
+
+    poller = select.poll()
+    poller.register(source, select.POLLIN | select.POLLHUP)
     try:
-        source = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # waits for the client's writer
-    except OSError:
-        os.close(out)
-        return
-    try:
-        while data := os.read(source, 65536):
+        while True:
+            poller.poll()
+            try:
+                data = os.read(source, 65536)
+            except BlockingIOError:
+                continue
+            if not data:
+                break
             while data:
                 data = data[os.write(out, data):]
     except OSError:  # the process closed its stdin (EPIPE): nothing more to copy

@@ -190,7 +190,8 @@ class WasmTasks:
                 if not task.exited.is_set():
                     os.kill(task.pid, 9)
             task.exited.wait()
-        del self.tasks[req.id]
+        if self.tasks.pop(req.id, None) is None:  # a concurrent Delete came first
+            raise status.not_found(f"container {req.id}: container not created")
         try:
             mount.unmount_rootfs(task.bundle)
         except mount.MountError as e:

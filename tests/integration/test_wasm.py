@@ -7,6 +7,8 @@ each version, each in a namespace of its own.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +24,9 @@ from tests.support.names import containerd_binaries
 
 RUNTIME = "io.containerd.pywasm.v1"
 SHIM = "containerd-shim-pywasm-v1"
+RUNNER = "pyrunc.examples.wasm.runner"
+# What a test may leave behind: the shims, and the runner process of each task.
+PROCESSES = (SHIM, RUNNER)
 WASM_IMAGE = "localhost/pyrunc/wasm:latest"
 
 _IMPORTS = """
@@ -135,8 +140,8 @@ def ctd(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
                           ["/echo.wasm", "from", "the", "image"])
         daemon.import_image(tar, WASM_IMAGE)
         yield daemon
-        found = daemon.wait_no_leftovers(SHIM, timeout=10)
-        daemon.cleanup_leftovers(SHIM)
+        found = daemon.wait_no_leftovers(PROCESSES, timeout=10)
+        daemon.cleanup_leftovers(PROCESSES)
         assert found == [], f"left behind under containerd {request.param}: {found}"
 
 
@@ -243,4 +248,37 @@ def test_a_missing_module_fails_create_naming_it_and_leaves_nothing(
     assert b"cannot run /missing.wasm: open /missing.wasm: no such file or directory" in \
         result.stderr, result.stderr
     ctd.ctr("container", "rm", id, check=False)
-    assert ctd.wait_no_leftovers(SHIM, timeout=10) == []
+    assert ctd.wait_no_leftovers(PROCESSES, timeout=10) == []
+
+
+def test_a_killed_shim_takes_its_running_module_with_it(ctd: Containerd, rootfs: Path) -> None:
+    id = unique_id("w")
+    ctd.ctr("run", "-d", "--runtime", RUNTIME, "--rootfs", str(rootfs), id, "/loop.wasm")
+    try:
+        runner = next(t.pid for t in ctd.tasks() if t.id == id)
+        assert RUNNER.encode() in Path(f"/proc/{runner}/cmdline").read_bytes()
+        shims = [p for p in _pids() if " ".join(_argv(p)).startswith(f"{SHIM} ")
+                 and f" -id {id} " in " ".join(_argv(p))]
+        assert len(shims) == 1, shims
+        with event_log(ctd) as events:
+            os.kill(shims[0], signal.SIGKILL)
+            events.wait_for(id, "/tasks/delete", timeout=15)  # containerd ran `delete`
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{runner}"):  # the delete action killed it
+            assert time.monotonic() < deadline, f"runner {runner} outlived its shim"
+            time.sleep(0.05)
+        assert ctd.status(id) is None
+    finally:
+        ctd.remove(id)
+
+
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _argv(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0")]

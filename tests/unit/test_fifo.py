@@ -115,3 +115,19 @@ def test_stderr_waits_for_its_reader_too(tmp_path: Path) -> None:
     os.close(reader)
     assert len(result[0].holders) == 1  # type: ignore[attr-defined]
     result[0].close()  # type: ignore[attr-defined]
+
+
+def test_stdin_is_opened_before_open_stdio_returns_so_the_process_may_chroot(
+        tmp_path: Path) -> None:
+    fifo = tmp_path / "stdin"
+    os.mkfifo(fifo)
+    stdio = open_stdio(str(fifo), "", "")
+    try:
+        moved = tmp_path / "elsewhere"
+        fifo.rename(moved)  # the path no longer names it, as after a chroot
+        writer = os.open(moved, os.O_WRONLY)
+        os.write(writer, b"still here")
+        os.close(writer)
+        assert os.read(stdio.fds[0], 100) == b"still here"
+    finally:
+        stdio.close()
