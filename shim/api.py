@@ -21,7 +21,9 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from typing import Any
 
+    from pyrunc.shim.config import Settings
     from pyrunc.shim.publisher import Publisher
     from pyrunc.shim.reaper import Reaper
     from pyrunc.shim.ttrpc.server import Method
@@ -36,15 +38,16 @@ class ShimError(Exception):
 class ShimContext:
     """What a long-running shim's services are built with."""
 
-    __slots__ = ("monitor", "namespace", "publisher", "runtime", "shutdown")
+    __slots__ = ("monitor", "namespace", "publisher", "runtime", "settings", "shutdown")
 
     def __init__(self, *, namespace: str, runtime: str, publisher: Publisher, monitor: Reaper,
-                 shutdown: Callable[[], None]) -> None:
+                 shutdown: Callable[[], None], settings: Settings) -> None:
         self.namespace = namespace  # containerd's -namespace
         self.runtime = runtime  # the runtime name containerd ran the binary as
         self.publisher = publisher  # publish(event) sends events to containerd, in order
         self.monitor = monitor  # spawn and watch children: the process's one waitpid owner
         self.shutdown = shutdown  # ends the shim (Shutdown of a shim serving nothing)
+        self.settings = settings  # the host's configuration as `start` read it (shim.config)
 
 
 class Shim:
@@ -53,6 +56,10 @@ class Shim:
     runtime = "io.containerd.shim.v1"  # the runtime name when the binary's name gives none
     module = ""  # the module holding this shim as SHIM
     summary = "a containerd runtime v2 shim"  # the command line's help
+    # The shim's own table in the host's configuration file (pyrunc.shim.config), and its keys:
+    # {name: (type, default)}; the values reach services() as ctx.settings.section(table).
+    config_table = ""
+    config: Mapping[str, tuple[type, Any]] = {}
 
     def services(self, ctx: ShimContext) -> Mapping[str, Mapping[str, Method]]:
         """{service name: {method name: Method}} to serve over ttrpc."""

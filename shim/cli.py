@@ -49,6 +49,8 @@ FLAGS: dict[str, tuple[bool, str]] = {
     # Python's), so that the shim logs under the name containerd ran `start` as.
     "runtime-name": (False, "runtime name to log and answer as (default: from the binary's "
                      "name)"),
+    # And the host configuration's settings as `start` read them (pyrunc.shim.config).
+    "settings": (False, "settings from the host's configuration file, as start read them"),
 }
 ALIASES = {"v": "version"}  # Go's shim takes both -v and -version
 ACTIONS = ("start", "delete")
@@ -91,7 +93,7 @@ def parse_go_flags(argv: Sequence[str]) -> dict[str, Any] | None:
 
 def run(shim: Shim, *, namespace: str, id: str, address: str, publish_binary: str, bundle: str,
         socket: str, debug: bool, debug_socket: str, action: str | None, version: bool = False,
-        info: bool = False, runtime_name: str = "") -> int:
+        info: bool = False, runtime_name: str = "", settings: str = "") -> int:
     runtime = runtime_name or runtime_name_of(sys.argv[0], shim.runtime)
     # As the Go shim: -v, then -info, win over any action.
     if version:
@@ -115,7 +117,7 @@ def run(shim: Shim, *, namespace: str, id: str, address: str, publish_binary: st
     from pyrunc.shim import daemon
 
     return daemon.run(shim, namespace=namespace, id=id, address=address, debug=debug,
-                      socket_path=socket, runtime=runtime)
+                      socket_path=socket, runtime=runtime, settings=settings)
 
 
 def _info(shim: Shim, runtime: str) -> int:

@@ -29,6 +29,7 @@ from pyrunc.shim.ttrpc.server import Server
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pyrunc.shim.api import Shim
+    from pyrunc.shim.config import Settings
 
 log = logging.getLogger("pyrunc.shim")
 
@@ -37,18 +38,33 @@ DEFAULT_TTRPC_ADDRESS = "/run/containerd/containerd.sock.ttrpc"
 
 
 def run(shim: Shim, *, namespace: str, id: str, address: str, debug: bool,
-        socket_path: str = "", listener_fd: int = LISTENER_FD, runtime: str = "") -> int:
+        socket_path: str = "", listener_fd: int = LISTENER_FD, runtime: str = "",
+        settings: str = "") -> int:
     # `runtime` is the name containerd ran `start` as (see cli.runtime_name_of): an operator
     # who linked pyrunc in as another runtime finds its lines in containerd's log under that.
+    # `settings` are the host configuration's, as `start` read it (encoded; "" for none: a shim
+    # started by hand reads the file itself).
+    from pyrunc.shim import config
+
     runtime = runtime or shim.runtime
     fields = {"runtime": runtime, "namespace": namespace}
-    shimlog.setup(debug=debug, fields=fields, fifo="log")
+    try:
+        current = config.decode(settings, shim) if settings else config.settings_for(shim)
+    except ValueError as e:
+        shimlog.setup(debug=debug, fields=fields, fifo="log")
+        log.error("%s", e)
+        return 1
+    shimlog.setup(debug=debug, fields=fields, fifo="log", level=current["log_level"])
     if socket_path:
         from pyrunc.shim.address import bind_socket
 
         listener = socket.socket(fileno=bind_socket(socket_path).detach())
     else:
         listener = socket.socket(fileno=listener_fd)
+    # Inherited without close-on-exec (from `start`, or SCM_RIGHTS from the warm parent): a
+    # long-lived child (the wasm shim's runner) would otherwise keep the socket answering after
+    # the shim is gone, and the `delete` action would take it for a live shim's.
+    listener.set_inheritable(False)
     ttrpc_address = os.environ.get("TTRPC_ADDRESS") or (
         f"{address}.ttrpc" if address else DEFAULT_TTRPC_ADDRESS
     )
@@ -56,7 +72,7 @@ def run(shim: Shim, *, namespace: str, id: str, address: str, debug: bool,
     # only ever taken by sigwait in this thread. (Children get an empty mask: shim/spawn.py.)
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
-        _serve(shim, listener, namespace, ttrpc_address, runtime)
+        _serve(shim, listener, namespace, ttrpc_address, runtime, current)
     except Exception:
         log.exception("shim failed")
         return 1
@@ -69,7 +85,7 @@ _PUBLISH_TIMEOUT = 5.0
 
 
 def _serve(shim: Shim, listener: socket.socket, namespace: str, ttrpc_address: str,
-           runtime: str) -> None:
+           runtime: str, settings: Settings) -> None:
     reaper = Reaper()
     reaper.install()
     main = threading.get_ident()
@@ -80,7 +96,7 @@ def _serve(shim: Shim, listener: socket.socket, namespace: str, ttrpc_address: s
     publisher = Publisher(ttrpc_address, namespace)
     publisher.start()
     ctx = ShimContext(namespace=namespace, runtime=runtime, publisher=publisher, monitor=reaper,
-                      shutdown=stop)
+                      shutdown=stop, settings=settings)
     server = Server()
     for name, methods in shim.services(ctx).items():
         server.register(name, methods)

@@ -42,8 +42,17 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def setup(*, debug: bool, fields: dict[str, str], fifo: str | None = None) -> None:
-    """Log to stderr; with fifo, first make the bundle's log fifo the process's stderr.
+# The configuration's log_level words (logrus' levels) as Python's; trace is below debug.
+LEVELS = {"trace": 5, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+          "warning": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL,
+          "panic": logging.CRITICAL}
+logging.addLevelName(LEVELS["trace"], "TRACE")
+
+
+def setup(*, debug: bool, fields: dict[str, str], fifo: str | None = None,
+          level: str = "info") -> None:
+    """Log to stderr; with fifo, first make the bundle's log fifo the process's stderr. The
+    level is `level` (a log_level word), or debug whenever containerd runs us with -debug.
 
     Called again, it keeps the handler and changes only what differs: a shim forked from the warm
     parent, which set logging up before forking, then writes to few of the pages it shares."""
@@ -67,6 +76,8 @@ def setup(*, debug: bool, fields: dict[str, str], fifo: str | None = None) -> No
         handler = logging.StreamHandler()  # sys.stderr, whatever fd 2 is when it writes
         handler.setFormatter(LogrusFormatter(fields))
         root.handlers[:] = [handler]
-    level = logging.DEBUG if debug else logging.INFO
-    if root.level != level:
-        root.setLevel(level)  # (this clears every logger's cache: only when it changes)
+    number = logging.DEBUG if debug else LEVELS.get(level, logging.INFO)
+    if debug and level == "trace":
+        number = LEVELS["trace"]
+    if root.level != number:
+        root.setLevel(number)  # (this clears every logger's cache: only when it changes)

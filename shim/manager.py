@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import _socket
 
     from pyrunc.shim.api import Shim
+    from pyrunc.shim.config import Settings
 
 SIGKILL_STATUS = 128 + 9  # what `delete` reports for a shim that is gone, as the Go shim
 
@@ -62,7 +63,10 @@ def start(shim: Shim, *, namespace: str, id: str, address: str, debug: bool,
     try:
         if not namespace:
             raise ValueError("-namespace is required")
-        group = shim.group(bundle, id)
+        from pyrunc.shim.config import settings_for
+
+        settings = settings_for(shim)  # a bad file stops us here, before anything is made
+        group = _group(shim, settings["grouping"], bundle, id)
         shim_address = socket_address(address, namespace, group)
         path = socket_path or path_of(shim_address)
         listener = _listen_or_join(path)
@@ -74,7 +78,8 @@ def start(shim: Shim, *, namespace: str, id: str, address: str, debug: bool,
         try:
             write_address(bundle, shim_address)
             child = _start_shim(shim, listener, namespace=namespace, id=id, address=address,
-                                debug=debug, options=options, runtime=runtime)
+                                debug=debug, options=options, runtime=runtime,
+                                settings=settings)
         except BaseException:
             listener.close()
             _unlink(path)
@@ -95,6 +100,18 @@ def start(shim: Shim, *, namespace: str, id: str, address: str, debug: bool,
     return 0
 
 
+def _group(shim: Shim, grouping: str, bundle: str, id: str) -> str:
+    """The group whose shim serves the container: the shim's own choice ("pod": for the runc
+    shim, the Go shim's labels), one shim per container, or one per containerd namespace (the
+    socket's name already carries the namespace). The shim's hook checks the id either way."""
+    group = shim.group(bundle, id)
+    if grouping == "container":
+        return id
+    if grouping == "namespace":
+        return "all-of-namespace"
+    return group
+
+
 def _listen_or_join(path: str) -> _socket.socket | None:
     try:
         return bind_socket(path)
@@ -108,34 +125,45 @@ def _listen_or_join(path: str) -> _socket.socket | None:
 
 
 def _start_shim(shim: Shim, listener: _socket.socket, *, namespace: str, id: str,
-                address: str, debug: bool, options: bytes, runtime: str) -> int:
+                address: str, debug: bool, options: bytes, runtime: str, settings: Settings
+                ) -> int:
     """Fork the shim from the node's warm parent (which also applies the runtime options);
-    without one, spawn it the slow way and start a warm parent for the next containers.
-    `runtime` is the name this binary was run as, which the shim logs and is titled under."""
+    without one, spawn it the slow way and start a warm parent for the next containers (unless
+    the configuration turns the warm parent off). `runtime` is the name this binary was run as,
+    which the shim logs and is titled under; `settings` go to the shim as they are now."""
     from pyrunc.shim import warm
 
-    pid = warm.request_shim(listener, module=shim.module, runtime=runtime, namespace=namespace,
-                            id=id, address=address, debug=debug, options=options)
+    text = settings.encode()
+    warm_on = settings["warm.enabled"]
+    variant = warm.variant(settings["warm.idle_timeout"], settings["warm.ksm"])
+    pid = None
+    if warm_on:
+        pid = warm.request_shim(listener, module=shim.module, runtime=runtime,
+                                namespace=namespace, id=id, address=address, debug=debug,
+                                options=options, settings=text, variant=variant)
     if pid is None:
         pid = _spawn_shim(shim, listener, namespace=namespace, id=id, address=address,
-                          debug=debug, runtime=runtime)
+                          debug=debug, runtime=runtime, settings=text)
         try:
             shim.start_options(pid, options)
         except BaseException:
             posix.kill(pid, 9)
             raise
-        warm.spawn_warm_parent(shim.module)
+        if warm_on:
+            warm.spawn_warm_parent(shim.module, idle_exit=settings["warm.idle_timeout"],
+                                   ksm=settings["warm.ksm"], variant=variant)
     return pid
 
 
 def _spawn_shim(shim: Shim, listener: _socket.socket, *, namespace: str, id: str,
-                address: str, debug: bool, runtime: str) -> int:
+                address: str, debug: bool, runtime: str, settings: str) -> int:
     from pyrunc.shim.spawn import spawn
 
     # Python names the shim's argv[0] after the module, so the runtime name is passed on: for
     # the shim's log, and for `ps`, where it then shows among containerd's flags.
     argv = [sys.executable, "-I", "-m", shim.module,
-            "-namespace", namespace, "-id", id, "-address", address, "-runtime-name", runtime]
+            "-namespace", namespace, "-id", id, "-address", address, "-runtime-name", runtime,
+            "-settings", settings]
     if debug:
         argv.append("-debug")
     # stdio to /dev/null: containerd waits for EOF on start's output, so the long-running shim

@@ -29,15 +29,31 @@ if TYPE_CHECKING:
 RUNC_ROOT = "/run/containerd/runc"
 
 
+# The [runc] table of the host's configuration: defaults for containerd.runc.v1.Options' fields
+# when containerd sends none (oci.options.RuntimeOptions, less shim_cgroup, which acts on the
+# shim at start; a unit test holds the two together). Literal: `start` imports this module.
+RUNC_CONFIG: dict[str, tuple[type, Any]] = {
+    "binary_name": (str, ""), "root": (str, ""), "systemd_cgroup": (bool, False),
+    "no_pivot_root": (bool, False), "no_new_keyring": (bool, False), "io_uid": (int, 0),
+    "io_gid": (int, 0), "criu_path": (str, ""), "criu_image_path": (str, ""),
+    "criu_work_path": (str, ""),
+}
+
+
 class RuncShim(Shim):
     runtime = RUNTIME_NAME
     module = "pyrunc.shim.runc_shim"
     summary = "containerd runtime v2 shim for runc, written in Python."
+    config_table = "runc"
+    config = RUNC_CONFIG
 
     def services(self, ctx: ShimContext) -> Mapping[str, Mapping[str, Method]]:
+        from pyrunc.oci.options import RuntimeOptions
         from pyrunc.shim.task import TASK_SERVICES, TaskService
 
-        service = TaskService(ctx.namespace, ctx.publisher, ctx.monitor, ctx.shutdown)
+        defaults = RuntimeOptions(**ctx.settings.section(self.config_table))
+        service = TaskService(ctx.namespace, ctx.publisher, ctx.monitor, ctx.shutdown,
+                              default_options=defaults)
         methods = service.methods()  # one table, served under every name
         return {name: methods for name in TASK_SERVICES}
 

@@ -119,6 +119,15 @@ def runtime_options(any_options: Any) -> RuntimeOptions:
         f"unsupported runtime options type {quote(any_options.type_url)}")
 
 
+def with_defaults(options: RuntimeOptions, defaults: RuntimeOptions) -> RuntimeOptions:
+    """containerd's options, field by field, with the host configuration's [runc] defaults where
+    containerd left a field at its zero value (proto3 cannot tell unset from zero)."""
+    if defaults == RuntimeOptions():
+        return options
+    return RuntimeOptions(**{name: getattr(options, name) or getattr(defaults, name)
+                             for name in RuntimeOptions._fields})
+
+
 def _config_file_options(value: bytes) -> RuntimeOptions:
     """The runc options in a runtime config file: TOML with containerd's key names."""
     options = runtimeoptions_pb2.Options.FromString(value)
@@ -276,8 +285,8 @@ class TaskService:
             bundles.validate_id("container", req.id)
         if req.id in self.containers:
             raise status.already_exists(f"container {req.id}: already exists in this shim")
-        options = (runtime_options(req.options) if req.options.type_url
-                   else self.default_options)
+        options = (with_defaults(runtime_options(req.options), self.default_options)
+                   if req.options.type_url else self.default_options)
         config = CreateConfig(
             id=req.id,
             bundle=req.bundle,

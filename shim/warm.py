@@ -92,8 +92,16 @@ def code_stamp(top: str, version: str) -> bytes:
     return "\n".join(stamp).encode()
 
 
-def socket_path(ident: str | None = None) -> str:
-    return join(WARM_DIR, f"warm-{ident or identity()}.sock")
+def variant(idle_exit: float, ksm: bool) -> str:
+    """The part of a warm parent's name that its settings make ([warm] of the configuration):
+    a parent keeps the settings it started with, so other settings need a parent of their own."""
+    if idle_exit == IDLE_EXIT and ksm:
+        return ""  # the defaults: the name warm parents have always had
+    return f"-t{idle_exit:g}" + ("" if ksm else "-noksm")
+
+
+def socket_path(ident: str | None = None, variant: str = "") -> str:
+    return join(WARM_DIR, f"warm-{ident or identity()}{variant}.sock")
 
 
 # --- the client side: `start` ------------------------------------------------------------
@@ -102,16 +110,19 @@ def socket_path(ident: str | None = None) -> str:
 # 2: the runtime name travels in the request. One warm parent serves every name the installed
 # code is linked under (its socket is named after the code), so each shim must be told its own.
 # 3: so does the shim's module (pyrunc.shim.api): one parent forks every shim built on this code.
-REQUEST_VERSION = b"pyrunc-warm-3"
-REQUEST_FIELDS = 9  # the version, then the fields before the environment
+# 4: and the settings `start` read from the host's configuration file (pyrunc.shim.config).
+REQUEST_VERSION = b"pyrunc-warm-4"
+REQUEST_FIELDS = 10  # the version, then the fields before the environment
 
 
 def encode_request(module: str, runtime: str, namespace: str, id: str, address: str,
-                   debug: bool, options: bytes, cwd: str, env: Mapping[str, str]) -> bytes:
+                   debug: bool, options: bytes, cwd: str, env: Mapping[str, str],
+                   settings: str = "") -> bytes:
     """A request for one shim, as NUL-separated fields (none of them can hold a NUL): cheaper
     to build on start's path than JSON."""
     fields = [REQUEST_VERSION, module.encode(), runtime.encode(), namespace.encode(), id.encode(),
-              address.encode(), b"1" if debug else b"", options.hex().encode(), cwd.encode()]
+              address.encode(), b"1" if debug else b"", options.hex().encode(), cwd.encode(),
+              settings.encode("utf-8", "surrogateescape")]
     fields += [f"{key}={value}".encode() for key, value in env.items()]
     return b"\0".join(fields)
 
@@ -121,13 +132,14 @@ def decode_request(data: bytes) -> tuple[dict[str, Any], str, dict[str, str]]:
     fields = data.split(b"\0")
     if len(fields) < REQUEST_FIELDS or fields[0] != REQUEST_VERSION:
         raise ValueError("not a pyrunc warm parent request")
-    module, runtime, namespace, id, address, debug, options, cwd = (
-        f.decode() for f in fields[1:REQUEST_FIELDS])
+    module, runtime, namespace, id, address, debug, options, cwd, settings = (
+        f.decode("utf-8", "surrogateescape") for f in fields[1:REQUEST_FIELDS])
     if not runtime or not module:
         raise ValueError("a pyrunc warm parent request without a shim module or runtime name")
     env = dict(entry.decode().partition("=")[::2] for entry in fields[REQUEST_FIELDS:])
     args = {"module": module, "runtime": runtime, "namespace": namespace, "id": id,
-            "address": address, "debug": debug == "1", "options": bytes.fromhex(options)}
+            "address": address, "debug": debug == "1", "options": bytes.fromhex(options),
+            "settings": settings}
     return args, cwd, env
 
 
@@ -141,7 +153,7 @@ def _environ() -> dict[str, str]:
 
 def request_shim(listener: _socket.socket, *, module: str, runtime: str, namespace: str,
                  id: str, address: str, debug: bool, options: bytes, path: str | None = None,
-                 timeout: float = 5.0) -> int | None:
+                 timeout: float = 5.0, settings: str = "", variant: str = "") -> int | None:
     """Ask the warm parent for a shim serving `listener`; its pid, or None if no warm parent
     answers (then the caller starts one the slow way). Raises ValueError with the parent's
     reason when it refuses (runtime options that do not decode, a shim cgroup that is not).
@@ -151,13 +163,13 @@ def request_shim(listener: _socket.socket, *, module: str, runtime: str, namespa
     import _socket
 
     request = encode_request(module, runtime, namespace, id, address, debug, options,
-                             posix.getcwd(), _environ())
+                             posix.getcwd(), _environ(), settings)
     fd = listener.fileno().to_bytes(4, sys.byteorder, signed=True)  # a C int, for SCM_RIGHTS
     conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     reply = b""
     try:
         conn.settimeout(timeout)
-        conn.connect(path or socket_path())
+        conn.connect(path or socket_path(variant=variant))
         conn.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd)])
         conn.shutdown(_socket.SHUT_WR)
         while b"\n" not in reply and (chunk := conn.recv(4096)):
@@ -172,19 +184,22 @@ def request_shim(listener: _socket.socket, *, module: str, runtime: str, namespa
     return int(answer) if answer.isdigit() and int(answer) > 0 else None
 
 
-def spawn_warm_parent(module: str) -> None:
+def spawn_warm_parent(module: str, *, idle_exit: float = IDLE_EXIT, ksm: bool = True,
+                      variant: str = "") -> None:
     """Start a warm parent in the background, detached, with a clean environment; unless one
     already holds the lock (it is still loading): a burst of starts on a fresh node would
     otherwise each start one, all but one of which would load everything only to exit."""
-    if _warm_parent_holds_lock():
+    if _warm_parent_holds_lock(socket_path(variant=variant)):
         return
     from pyrunc.shim.spawn import spawn
 
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
     # The padding argument is room for the forked shims' process titles, which overwrite the
     # memory of the command line: `ps` then shows each shim like one containerd started.
-    argv = [sys.executable, "-I", "-m", "pyrunc.shim.warm", f"--shim={module}",
-            "--title-space=" + "_" * 400]
+    argv = [sys.executable, "-I", "-m", "pyrunc.shim.warm", f"--shim={module}"]
+    if variant:
+        argv += [f"--idle-exit={idle_exit:g}", f"--ksm={int(ksm)}", f"--variant={variant}"]
+    argv.append("--title-space=" + "_" * 400)
     try:  # noqa: SIM105 -- contextlib is one more import on start's path
         spawn(argv, env=env, setsid=True)
     except OSError:
@@ -210,8 +225,8 @@ def _warm_parent_holds_lock(path: str | None = None) -> bool:
 # --- the parent ----------------------------------------------------------------------------
 
 
-def serve(path: str | None = None, idle_exit: float = IDLE_EXIT, modules: Sequence[str] = ()
-          ) -> int:
+def serve(path: str | None = None, idle_exit: float = IDLE_EXIT, modules: Sequence[str] = (),
+          ksm: bool = True) -> int:
     """Serve requests for shims until idle for idle_exit seconds with no child left. `modules`
     are the shim modules to load and prepare before the first fork; a request for another one
     loads it then."""
@@ -272,7 +287,8 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT, modules: Sequen
     gc.collect()
     _fillers = best_effort("filling the allocator's free blocks", fill_allocator_holes)  # kept
     gc.freeze()  # keep the collector from writing to (and so copying) the shared pages
-    best_effort("marking memory for samepage merging", offer_pages_to_ksm)
+    if ksm:
+        best_effort("marking memory for samepage merging", offer_pages_to_ksm)
     try:
         while True:
             try:
@@ -468,7 +484,7 @@ def _fork_shim(conn: socket.socket, listener: socket.socket, lock: int, shims: d
         os.chdir(cwd)
         code = daemon.run(shim, namespace=args["namespace"], id=args["id"], address=args["address"],
                           debug=bool(args.get("debug")), listener_fd=shim_listener,
-                          runtime=args["runtime"])
+                          runtime=args["runtime"], settings=args["settings"])
     except BaseException:
         import traceback
 
@@ -481,8 +497,13 @@ def main() -> None:
     import errno
 
     try:
+        flags = {name: value for name, _, value in
+                 (arg.removeprefix("--").partition("=") for arg in sys.argv[1:])
+                 if name in ("idle-exit", "ksm", "variant")}
         modules = [arg.partition("=")[2] for arg in sys.argv[1:] if arg.startswith("--shim=")]
-        sys.exit(serve(modules=modules))
+        sys.exit(serve(socket_path(variant=flags.get("variant", "")), modules=modules,
+                       idle_exit=float(flags.get("idle-exit", IDLE_EXIT)),
+                       ksm=flags.get("ksm", "1") == "1"))
     except OSError as e:
         if e.errno in (errno.EACCES, errno.EPERM):
             sys.exit(0)  # not allowed here: shims are then started the slow way

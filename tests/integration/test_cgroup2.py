@@ -388,6 +388,19 @@ def test_systemd_cgroup_through_a_runtime_config_file(
     systemd_driver_test(containerd, PYRUNC_OWN_RUNTIME, "--runtime-config-path", str(config))
 
 
+def test_systemd_cgroup_through_the_host_configuration_file(containerd: Containerd) -> None:
+    # The [runc] table of /etc/pyrunc/config.toml, the default path (this runs in the guest
+    # only, whose containerd names no other): a default when containerd sends no options.
+    path = Path("/etc/pyrunc/config.toml")
+    assert not path.exists(), f"{path} is there already: this test must not overwrite it"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("[runc]\nsystemd_cgroup = true\n")
+    try:
+        systemd_driver_test(containerd, PYRUNC_OWN_RUNTIME)
+    finally:
+        path.unlink()
+
+
 # --- a containerd restart ---------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -156,13 +156,18 @@ def _wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
     return sorted(pending)
 
 
-def warm_parents() -> set[int]:
-    """pyrunc's warm parent processes (`python -m pyrunc.shim.warm`) on this machine. (Its title
-    is its command line, in one string: it sets it once for python-prctl's sake.)"""
+NETSTATS_HELPER = b"pyrunc.oci.netstats"
+
+
+def warm_parents(module: bytes = b"pyrunc.shim.warm") -> set[int]:
+    """pyrunc's warm parent processes (`python -m pyrunc.shim.warm`) on this machine, or with
+    `module` pyrunc.oci.netstats, its network statistics helpers: node-wide processes the shims
+    start. (A warm parent's title is its command line, in one string: it sets it once for
+    python-prctl's sake.)"""
     found = set()
     for pid in _pids():
         argv = _read_bytes(Path(f"/proc/{pid}/cmdline")).replace(b"\0", b" ").split()
-        if b"pyrunc.shim.warm" in argv:
+        if module in argv:
             found.add(pid)
     return found
 
@@ -238,6 +243,7 @@ class Containerd:
         ctr_binary: str = "ctr",
         start_timeout: float = 30.0,
         drop_in: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self._own_base = base_dir is None
         self.base = Path(base_dir or tempfile.mkdtemp(prefix="pyrunc-", dir="/tmp")).absolute()
@@ -257,6 +263,7 @@ class Containerd:
         # With drop_in, pyrunc is also installed as containerd-shim-runc-v2 (a symlink, as an
         # operator would make it) in a directory ahead of everything on the daemon's PATH.
         self.drop_in_dir = self.base / "drop-in" if drop_in else None
+        self.extra_env = dict(env or {})  # for the daemon, and so for start and the shims
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._sockets_before: set[str] = set()
@@ -305,7 +312,7 @@ class Containerd:
                 os.unlink(sock)
         self.config_path.write_text(self.config_toml())
         self._take_baseline()
-        self._warm_before = warm_parents()
+        self._warm_before = warm_parents() | warm_parents(NETSTATS_HELPER)
         self._launch()
 
     def restart(self, *, kill: bool = False, down_for: float = 0.0) -> None:
@@ -328,7 +335,7 @@ class Containerd:
         self._launch()
 
     def _launch(self) -> None:
-        env = dict(os.environ)
+        env = {**os.environ, **self.extra_env}
         path = [str(self.shim_path_dir), *env.get("PATH", "").split(":"), *STANDARD_PATH.split(":")]
         if os.sep in self.containerd_binary:  # another containerd's own Go shim, not the system's
             path.insert(1, os.path.dirname(os.path.abspath(self.containerd_binary)))
@@ -463,10 +470,13 @@ class Containerd:
         with contextlib.suppress(OSError):
             (RUNC_ROOT / self.namespace).rmdir()  # only if empty
         # pyrunc's warm parent is node-wide; one this daemon's shims started goes with it.
-        for pid in warm_parents() - getattr(self, "_warm_before", set()):
+        # So is the network statistics helper.
+        started = (warm_parents() | warm_parents(NETSTATS_HELPER)) - getattr(
+            self, "_warm_before", set())
+        for pid in started:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        _wait_gone(warm_parents() - getattr(self, "_warm_before", set()), timeout)
+        _wait_gone(started, timeout)
         # runc removes /<namespace>/<id> cgroups but not their /<namespace> parents.
         if CGROUP_ROOT.is_dir():
             for controller in CGROUP_ROOT.iterdir():
@@ -653,6 +663,10 @@ class Containerd:
             for m in read_mounts()
             if _is_below(m.mount_point, self.root) or _is_below(m.mount_point, self.state)
         ]
+
+    def shim_processes(self, runtime_binary: ShimBinaries = PYRUNC_SHIM) -> list[int]:
+        """The pids of the shims of `runtime_binary` serving this daemon."""
+        return [p.pid for p in self._shim_processes(_binaries(runtime_binary))]
 
     def _shim_processes(self, binaries: tuple[str, ...]) -> list[_Process]:
         skip = {os.getpid(), os.getppid()}

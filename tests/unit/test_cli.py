@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from pyrunc.protos import shim_pb2
+from pyrunc.shim import config
 from pyrunc.shim.cli import _click_command, binary_name_of, parse_go_flags, runtime_name_of
 from pyrunc.shim.manager import encode_delete_response
 from pyrunc.shim.runc_shim import SHIM
@@ -123,13 +124,13 @@ def test_warm_requests_round_trip() -> None:
            "WITH=EQUALS": "a=b"}
     data = encode_request("pyrunc.shim.runc_shim", "io.containerd.runc.v2", "k8s.io", "c1",
                           "/run/containerd/containerd.sock", True, b"\x0a\x03any", "/run/bundle",
-                          env)
+                          env, "grouping=pod\nwarm.enabled=true\n")
     args, cwd, decoded_env = decode_request(data)
     # the runtime name travels with each request: one warm parent serves every installed name
     assert args == {"module": "pyrunc.shim.runc_shim", "runtime": "io.containerd.runc.v2",
                     "namespace": "k8s.io", "id": "c1",
                     "address": "/run/containerd/containerd.sock", "debug": True,
-                    "options": b"\x0a\x03any"}
+                    "options": b"\x0a\x03any", "settings": "grouping=pod\nwarm.enabled=true\n"}
     assert cwd == "/run/bundle"
     assert decoded_env == {"PATH": "/usr/bin:/bin", "TTRPC_ADDRESS": "/run/c.sock.ttrpc",
                            "EMPTY": "", "WITH": "EQUALS=a=b"}  # the first '=' splits, as in C
@@ -197,22 +198,47 @@ def test_start_passes_the_runtime_name_to_the_warm_parent_and_the_slow_way(
     requests: list[dict[str, object]] = []
     spawned: list[list[str]] = []
     monkeypatch.setattr(warm, "request_shim", lambda listener, **kw: requests.append(kw))
-    monkeypatch.setattr(warm, "spawn_warm_parent", lambda module: None)
+    monkeypatch.setattr(warm, "spawn_warm_parent", lambda module, **kw: None)
     monkeypatch.setattr(spawn, "spawn", lambda argv, **kw: spawned.append(list(argv)) or 4242)
+    settings = config.defaults(SHIM)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         pid = manager._start_shim(SHIM, listener, namespace="ns", id="c1", address="/a",
-                                  debug=False, options=b"", runtime="io.containerd.foo.v3")
+                                  debug=False, options=b"", runtime="io.containerd.foo.v3",
+                                  settings=settings)
     finally:
         listener.close()
     assert pid == 4242  # no warm parent answered (None): spawned the slow way
     assert requests[0]["runtime"] == "io.containerd.foo.v3"
     assert requests[0]["module"] == "pyrunc.shim.runc_shim"  # the parent forks this shim
+    assert requests[0]["settings"] == settings.encode()  # and the settings start read
     argv = spawned[0]
     assert argv[argv.index("-m") + 1] == "pyrunc.shim.runc_shim"  # the slow way runs it too
     assert argv[argv.index("-runtime-name") + 1] == "io.containerd.foo.v3"
     values = parse_go_flags(argv[4:])  # what the spawned shim's command line parses to
     assert values is not None and values["runtime_name"] == "io.containerd.foo.v3"
+    assert config.decode(values["settings"], SHIM).values == settings.values
+
+
+def test_without_the_warm_parent_start_spawns_and_starts_no_parent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from pyrunc.shim import manager, spawn, warm
+
+    calls: list[str] = []
+    monkeypatch.setattr(warm, "request_shim", lambda listener, **kw: calls.append("request"))
+    monkeypatch.setattr(warm, "spawn_warm_parent", lambda module, **kw: calls.append("parent"))
+    monkeypatch.setattr(spawn, "spawn", lambda argv, **kw: 4243)
+    settings = config.check({"warm": {"enabled": False}}, "/etc/pyrunc/config.toml", SHIM)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        pid = manager._start_shim(SHIM, listener, namespace="ns", id="c1", address="/a",
+                                  debug=False, options=b"", runtime="io.containerd.foo.v3",
+                                  settings=settings)
+    finally:
+        listener.close()
+    assert (pid, calls) == (4243, [])
 
 
 # --- how start and delete end ---------------------------------------------------------------------

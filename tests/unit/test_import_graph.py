@@ -133,9 +133,9 @@ def test_lazy_imports_count_and_type_checking_ones_do_not(tmp_path: Path) -> Non
 # The runc shim (containerd-shim-pyrunc-v1) is built on it like any other shim: runc_shim.py
 # (its hooks), task.py (its Task service over oci/), info.py (-info), rehearsal.py (its warm-up)
 # and __main__.py (`python -m pyrunc.shim`). Every module is one or the other.
-FRAMEWORK = ("api", "address", "cli", "daemon", "errors", "fifo", "launcher", "log", "manager",
-             "mount", "names", "paths", "placement", "publisher", "reaper", "spawn", "ttrpc",
-             "warm")
+FRAMEWORK = ("api", "address", "cli", "config", "daemon", "errors", "fifo", "launcher", "log",
+             "manager", "mount", "names", "paths", "placement", "publisher", "reaper", "spawn",
+             "ttrpc", "warm")
 RUNC_SHIM = ("__main__", "info", "rehearsal", "runc_shim", "task")
 
 
@@ -172,7 +172,7 @@ def test_the_framework_imports_nothing_of_oci_or_the_runc_shim() -> None:
 
 
 # The framework's public modules (docs/writing-a-shim.md): what a shim built on it may import.
-PUBLIC = ("api", "cli", "errors", "fifo", "mount", "ttrpc.server", "ttrpc.status")
+PUBLIC = ("api", "cli", "config", "errors", "fifo", "mount", "ttrpc.server", "ttrpc.status")
 
 
 def test_the_example_shims_use_only_the_frameworks_public_modules_and_the_protos() -> None:
