@@ -536,7 +536,7 @@ class TaskService:
         return empty_pb2.Empty()
 
     def Stats(self, req: Any, ctx: CallContext) -> Message:
-        self._container(req.id)
+        container = self._container(req.id)
         cgroup = self.cgroups.get(req.id)
         if cgroup is None:
             raise status.not_found(f"container {req.id}: cgroup does not exist")
@@ -545,5 +545,22 @@ class TaskService:
         except (CgroupError, OSError) as e:
             raise status.not_found(
                 f"container {req.id}: failed to read stats: {describe(e)}") from e
+        self._add_network(container, metrics)
         return shim_pb2.StatsResponse(stats=any_pb2.Any(
             type_url=cgroup.type_url, value=metrics.SerializeToString()))
+
+    def _add_network(self, container: Container, metrics: Any) -> None:
+        """One NetworkStat per interface of the container's own network namespace (none when it
+        shares the host's); the Go shim leaves them out. A failure costs only these entries."""
+        from pyrunc.oci import netstats
+
+        pid = container.pid
+        if not pid or container.init_exited or not netstats.has_own_netns(pid):
+            return
+        try:
+            interfaces = netstats.read(pid, self.monitor)
+        except (netstats.NetstatsError, OSError) as e:
+            log.warning("container %s: no network statistics: %s", container.id, describe(e))
+            return
+        for name, counters in interfaces:
+            metrics.network.add(name=name, **counters)
