@@ -629,10 +629,15 @@ def memory_once(ctx: Ctx, runtime: str, k: int, ksm: Ksm | None) -> Json:
     }
 
 
-def measure_memory(ctx: Ctx, counts: list[int], ksm_modes: list[bool]) -> Json:
+def measure_memory(ctx: Ctx, counts: list[int], ksm_modes: list[bool],
+                   config: Path | None = None) -> Json:
     """Every count for both runtimes, once per KSM mode (on: ksmd runs, at the kernel's default
-    speed; off: everything unmerged, ksmd stopped). The machine's setting is put back after."""
+    speed; off: everything unmerged, ksmd stopped). The machine's setting is put back after.
+
+    Then, with `config` (the file PYRUNC_CONFIG names to the daemon), pyrunc once more at the
+    largest count, KSM off, with `grouping = "namespace"`: one shim for all of them."""
     results = []
+    grouped: list[Json] = []
     ksm = Ksm()
     before = ksm.run if ksm.available() else None
     if before is None and True in ksm_modes:
@@ -666,10 +671,30 @@ def measure_memory(ctx: Ctx, counts: list[int], ksm_modes: list[bool]) -> Json:
                         f"{m['threads_max']} threads{waited}"
                     )
                     results.append(m)
+        pyrunc = [r for r in ctx.runtimes if shim_binary(r) == PYRUNC_SHIM]
+        if config is not None and pyrunc and counts:
+            if before is not None:
+                ksm.switch(False)
+            k = max(counts)
+            config.write_text('grouping = "namespace"\n')
+            try:
+                m = memory_once(ctx, pyrunc[0], k, None)
+                m["grouping"] = "namespace"
+                progress(f"  memory K={k} KSM off {label(pyrunc[0])}, grouping = namespace: "
+                         f"{m['shim_count']} shim(s) -> "
+                         f"{m['pss_per_container_kb'] / 1024:.1f} MiB per container")
+            except FAILURES as e:
+                m = {"runtime": pyrunc[0], "containers": k, "ksm": False, "ok": False,
+                     "grouping": "namespace", "error": describe(e)}
+                progress(f"  memory K={k} grouping = namespace: FAILED: {describe(e)}")
+            finally:
+                config.unlink(missing_ok=True)
+            grouped.append(m)
     finally:
         if before is not None:
             ksm.restore(before)
-    return {"runs": results, "ksm_run_before": before, **failed_note(results)}
+    return {"runs": results, "grouped": grouped, "ksm_run_before": before,
+            **failed_note(results + grouped)}
 
 
 KSM_DIR = Path("/sys/kernel/mm/ksm")
@@ -1426,6 +1451,25 @@ def rows(result: Json, runtimes: tuple[str, str]) -> list[Row]:
                     0,
                 )
             )
+        # pyrunc with one shim for the whole namespace, beside the other side's default (a
+        # shim per container): what the memory-tight setting saves, and what it costs in sharing.
+        for m in result.get("memory", {}).get("grouped", []):
+            k = m["containers"]
+            mine = m if m.get("ok") else None
+            other = by_key.get((b if m["runtime"] == a else a, k, False))
+            pss = (mine["pss_per_container_kb"] / 1024 if mine else None,
+                   other["pss_per_container_kb"] / 1024 if other else None)
+            out.append(
+                Row(
+                    f"pss_k{k}_namespace",
+                    f'PSS per container, K={k}, KSM off, pyrunc with grouping = "namespace" '
+                    f"(MiB)",
+                    "MiB",
+                    pss[0] if m["runtime"] == a else pss[1],
+                    pss[1] if m["runtime"] == a else pss[0],
+                    1,
+                )
+            )
     if "stdout" in wanted:
         mib = result["options"]["stdout_mib"]
         size = f"{mib // 1024} GiB" if mib % 1024 == 0 else f"{mib} MiB"
@@ -1844,7 +1888,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory",
             f"memory: K = {', '.join(map(str, args.containers))} containers, KSM "
             + " then ".join("on" if on else "off" for on in args.ksm),
-            lambda ctx: measure_memory(ctx, args.containers, args.ksm),
+            lambda ctx: measure_memory(ctx, args.containers, args.ksm, config_file),
         ),
         (
             "stdout",
@@ -1858,7 +1902,11 @@ def main(argv: list[str] | None = None) -> int:
         ),
     ]
     cleaned: list[str] = []
-    with Containerd(namespace=NAMESPACE) as ctd, tempfile.TemporaryDirectory() as tmp:
+    config_dir = tempfile.TemporaryDirectory()
+    # The host configuration file the daemon's shims read; absent but for the grouping row.
+    config_file = Path(config_dir.name) / "config.toml"
+    with config_dir, Containerd(namespace=NAMESPACE, env={"PYRUNC_CONFIG": str(config_file)}
+                                ) as ctd, tempfile.TemporaryDirectory() as tmp:
         shims = Shims(ctd)
         ctx = Ctx(ctd, shims, runtimes)
         try:

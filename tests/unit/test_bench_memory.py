@@ -70,3 +70,23 @@ def test_parents_read_from_proc() -> None:
         child.kill()
         child.wait()
         child.stdout.close()
+
+
+def test_the_namespace_grouping_row_sets_pyrunc_beside_the_other_sides_default() -> None:
+    from bench.run import rows
+
+    a, b = "io.containerd.pyrunc.v1", "io.containerd.runc.v2"
+
+    def run(runtime: str, per_container_kb: float) -> dict[str, object]:
+        return {"runtime": runtime, "containers": 20, "ksm": False, "ok": True,
+                "pss_per_container_kb": per_container_kb, "warm_parent_pss_kb": 0,
+                "threads_max": 1}
+
+    grouped = {**run(a, 512.0), "grouping": "namespace"}
+    result = {"options": {"only": ["memory"], "containers": [20], "ksm": [False]},
+              "memory": {"runs": [run(a, 6144.0), run(b, 3072.0)], "grouped": [grouped]}}
+    (row,) = [r for r in rows(result, (a, b)) if r.key == "pss_k20_namespace"]
+    assert (row.a, row.b) == (0.5, 3.0)
+    assert "grouping" in row.name
+    (row,) = [r for r in rows(result, (b, a)) if r.key == "pss_k20_namespace"]
+    assert (row.a, row.b) == (3.0, 0.5)  # pyrunc's figure stays in pyrunc's column
