@@ -283,12 +283,14 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT, modules: Sequen
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the shims we fork
     signal.signal(signal.SIGTERM, _exit_on_signal)  # and still remove the socket
     children: set[int] = set()
-    last_fork = time.monotonic()
     gc.collect()
     _fillers = best_effort("filling the allocator's free blocks", fill_allocator_holes)  # kept
     gc.freeze()  # keep the collector from writing to (and so copying) the shared pages
     if ksm:
         best_effort("marking memory for samepage merging", offer_pages_to_ksm)
+    # Idle from here, not from the bind: the steps above take seconds on a slow machine, and a
+    # short idle_timeout would otherwise run out before the parent has served anyone.
+    last_fork = time.monotonic()
     try:
         while True:
             try:
