@@ -23,6 +23,13 @@ finish() {
 }
 trap finish EXIT
 
+# What an installed Debian has and debootstrap does not make (the root is a snapshot, so this is
+# for this boot only): `ctr run --net-host` bind-mounts both files into the container, and runc
+# fails the create when either is missing.
+[ -e /etc/hosts ] || printf '127.0.0.1 localhost\n127.0.1.1 %s\n::1 localhost ip6-localhost ip6-loopback\n' \
+    "$(hostname)" > /etc/hosts
+[ -e /etc/resolv.conf ] || echo "# the guest has no network" > /etc/resolv.conf
+
 say "kernel $(uname -r); /sys/fs/cgroup is $(stat -fc %T /sys/fs/cgroup)" \
     "($(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null)); PID 1 is $(cat /proc/1/comm)"
 

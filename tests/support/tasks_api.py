@@ -33,8 +33,8 @@ _FIELD = descriptor_pb2.FieldDescriptorProto
 _STRING, _BOOL, _UINT32, _MESSAGE = _FIELD.TYPE_STRING, _FIELD.TYPE_BOOL, _FIELD.TYPE_UINT32, \
     _FIELD.TYPE_MESSAGE
 
-# name -> [(field, number, type, message type name)], as in tasks.proto
-_MESSAGES: dict[str, list[tuple[str, int, int, str]]] = {
+# name -> [(field, number, type, message type name[, repeated])], as in tasks.proto
+_MESSAGES: dict[str, list[tuple[Any, ...]]] = {
     "ExecProcessRequest": [
         ("container_id", 1, _STRING, ""), ("stdin", 2, _STRING, ""), ("stdout", 3, _STRING, ""),
         ("stderr", 4, _STRING, ""), ("terminal", 5, _BOOL, ""),
@@ -56,6 +56,13 @@ _MESSAGES: dict[str, list[tuple[str, int, int, str]]] = {
     "RuntimeRequest": [
         ("runtime_path", 1, _STRING, ""), ("options", 2, _MESSAGE, ".google.protobuf.Any"),
     ],
+    # MetricsResponse holds containerd.types.Metric (types/metrics.proto), declared here
+    "Metric": [
+        ("timestamp", 1, _MESSAGE, ".google.protobuf.Timestamp"), ("id", 2, _STRING, ""),
+        ("data", 3, _MESSAGE, ".google.protobuf.Any"),
+    ],
+    "MetricsRequest": [("filters", 1, _STRING, "", True)],
+    "MetricsResponse": [("metrics", 1, _MESSAGE, ".containerd.services.tasks.v1.Metric", True)],
     "DeleteResponse": [
         ("id", 1, _STRING, ""), ("pid", 2, _UINT32, ""), ("exit_status", 3, _UINT32, ""),
         ("exited_at", 4, _MESSAGE, ".google.protobuf.Timestamp"),
@@ -67,6 +74,7 @@ _RPCS = {
     "Start": ("StartRequest", "StartResponse"),
     "Wait": ("WaitRequest", "WaitResponse"),
     "DeleteProcess": ("DeleteProcessRequest", "DeleteResponse"),
+    "Metrics": ("MetricsRequest", "MetricsResponse"),
 }
 INTROSPECTION = "containerd.services.introspection.v1.Introspection"
 
@@ -84,9 +92,10 @@ def _build() -> dict[str, Any]:
     )
     for name, fields in _MESSAGES.items():
         message = file.message_type.add(name=name)
-        for field, number, type_, type_name in fields:
-            entry = message.field.add(name=field, number=number, type=type_,
-                                      label=_FIELD.LABEL_OPTIONAL)
+        for field, number, type_, type_name, *repeated in fields:
+            entry = message.field.add(
+                name=field, number=number, type=type_,
+                label=_FIELD.LABEL_REPEATED if repeated else _FIELD.LABEL_OPTIONAL)
             if type_name:
                 entry.type_name = type_name
     pool.Add(file)
@@ -142,6 +151,13 @@ class Tasks:
             timeout=60, metadata=self._metadata)
         assert response.extra.type_url.endswith("containerd.types.RuntimeInfo"), response
         return bytes(response.extra.value)
+
+    def metrics(self, container_id: str) -> any_pb2.Any:
+        """The task's metrics as containerd hands them on from the shim's Stats: an Any holding
+        v1.Metrics or v2.Metrics, whichever the shim sent."""
+        response = self.call("Metrics", filters=[f"id=={container_id}"])
+        [metric] = [m for m in response.metrics if m.id == container_id]
+        return metric.data
 
     def exec(self, container_id: str, exec_id: str, process: dict[str, Any], *,
              stdout: str = "", stdin: str = "", stderr: str = "", terminal: bool = False) -> None:
