@@ -32,7 +32,19 @@ def ctd(conf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contai
         yield daemon
         found = daemon.wait_no_leftovers(ALL_SHIMS, timeout=10)
         daemon.cleanup_leftovers(ALL_SHIMS)
+        remove_cached_settings(conf)
         assert found == [], found
+
+
+def remove_cached_settings(conf: Path) -> None:
+    """`start` caches the settings it read from `conf` in /run/pyrunc/config-<hash>, the stat
+    of the file on the first line: a node keeps one such file per configuration path, and these
+    tests' paths are their own."""
+    for cache in Path("/run/pyrunc").glob("config-*"):
+        with cache.open("rb") as f:
+            stamp = f.readline()
+        if stamp.startswith(str(conf).encode() + b"\0"):
+            cache.unlink(missing_ok=True)
 
 
 @pytest.fixture(autouse=True)
