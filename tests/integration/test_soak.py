@@ -44,6 +44,9 @@ def test_lifecycles_leave_the_shim_as_they_found_it(containerd: Containerd) -> N
         assert containerd.ctr("task", "exec", "--exec-id", "x", id, "sh", "-c",
                               "echo hi").stdout == b"hi\n"
         containerd.ctr("task", "kill", "-s", "SIGKILL", id)
+        # Kill returns once the signal is sent; ctr refuses to delete a task it still sees
+        # running (with either shim), so wait for the exit, as a client must.
+        containerd.wait_for_status(id, "STOPPED")
         containerd.ctr("task", "delete", id, timeout=30)
         containerd.ctr("container", "rm", id)
 
