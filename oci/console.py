@@ -23,7 +23,6 @@ import array
 import contextlib
 import errno
 import fcntl
-import logging
 import os
 import select
 import socket
@@ -32,6 +31,7 @@ import termios
 import threading
 import time
 
+from pyrunc.oci import log
 from pyrunc.oci.errors import MessageError, PathError, describe, quote
 from pyrunc.oci.stdio import (
     FILE,
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
 
-log = logging.getLogger("pyrunc.console")
 
 _CHUNK = 64 << 10
 # EIO on the master says every slave fd is closed, but not always that the output has all been

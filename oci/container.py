@@ -12,7 +12,6 @@ can be reported after theirs, and refuses new execs once the init is gone.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import threading
@@ -20,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from pyrunc.oci import bundle as bundles
+from pyrunc.oci import log
 from pyrunc.oci.console import ConsoleIO, ConsoleSocket
 from pyrunc.oci.errors import describe
 from pyrunc.oci.monitor import ExitWatch, MountSpec, ProcessMonitor, RootfsMounts
@@ -28,8 +28,6 @@ from pyrunc.oci.process import Op, Process, State
 from pyrunc.oci.record import FrozenRecord
 from pyrunc.oci.runc import RuncError, read_pid_file, runc_for
 from pyrunc.oci.stdio import FILE, PipeIO, Stdio
-
-log = logging.getLogger("pyrunc.oci")
 
 # After a process exits, how long Delete waits for its output to drain to containerd.
 IO_DRAIN_TIMEOUT = 2.0

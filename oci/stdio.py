@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import select
 import signal
@@ -32,6 +31,7 @@ import stat
 import threading
 import time
 
+from pyrunc.oci import log
 from pyrunc.oci.errors import MessageError, PathError, describe, quote, start_failure
 
 TYPE_CHECKING = False
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
     from pyrunc.oci.monitor import ExitWatch, ProcessMonitor
 
-log = logging.getLogger("pyrunc.stdio")
 
 _CHUNK = 1 << 20
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)

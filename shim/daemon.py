@@ -14,13 +14,12 @@ has a thread waiting for its exit, each stream a relay thread; the publisher has
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import socket
 import threading
 
-from pyrunc.shim import log as shimlog
+from pyrunc.shim import log
 from pyrunc.shim.api import ShimContext
 from pyrunc.shim.publisher import Publisher
 from pyrunc.shim.reaper import Reaper
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
     from pyrunc.shim.api import Shim
     from pyrunc.shim.config import Settings
 
-log = logging.getLogger("pyrunc.shim")
 
 LISTENER_FD = 3
 DEFAULT_TTRPC_ADDRESS = "/run/containerd/containerd.sock.ttrpc"
@@ -51,10 +49,10 @@ def run(shim: Shim, *, namespace: str, id: str, address: str, debug: bool,
     try:
         current = config.decode(settings, shim) if settings else config.settings_for(shim)
     except ValueError as e:
-        shimlog.setup(debug=debug, fields=fields, fifo="log")
+        log.setup(debug=debug, fields=fields, fifo="log")
         log.error("%s", e)
         return 1
-    shimlog.setup(debug=debug, fields=fields, fifo="log", level=current["log_level"])
+    log.setup(debug=debug, fields=fields, fifo="log", level=current["log_level"])
     if socket_path:
         from pyrunc.shim.address import bind_socket
 

@@ -10,18 +10,16 @@ publisher's 5 s limit.
 from __future__ import annotations
 
 import collections
-import logging
 import threading
 import time
 
 from google.protobuf.message import Message
 
 from pyrunc.protos import empty_pb2, forward_pb2
+from pyrunc.shim import log
 from pyrunc.shim.errors import describe
 from pyrunc.shim.ttrpc.client import Client
 from pyrunc.shim.ttrpc.status import TTRPCError
-
-log = logging.getLogger("pyrunc.events")
 
 EVENTS_SERVICE = "containerd.services.events.ttrpc.v1.Events"
 CALL_TIMEOUT = 5.0

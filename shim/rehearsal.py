@@ -14,7 +14,6 @@ private directory, both removed.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import socket
@@ -22,7 +21,7 @@ import threading
 
 from pyrunc.oci.runc import Runc, RuncError
 from pyrunc.protos import empty_pb2, events_pb2, forward_pb2, shim_pb2
-from pyrunc.shim.log import LogrusFormatter
+from pyrunc.shim import log
 from pyrunc.shim.publisher import EVENTS_SERVICE, Publisher
 from pyrunc.shim.reaper import Reaper
 from pyrunc.shim.task import TASK_SERVICES
@@ -117,6 +116,4 @@ def _ttrpc(work: str) -> None:
 
 
 def _log_line() -> None:
-    record = logging.LogRecord("pyrunc.shim", logging.INFO, __file__, 0, "rehearsal %s",
-                               ("line",), None)
-    LogrusFormatter({"runtime": "io.containerd.pyrunc.v1"}).format(record)
+    log.line(log.INFO, "rehearsal line")

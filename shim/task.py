@@ -17,7 +17,6 @@ container id. Event order, as containerd's runtime README requires it and beyond
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from typing import Any
 from google.protobuf.message import DecodeError, Message
 
 from pyrunc.oci import bundle as bundles
+from pyrunc.oci import log as oci_log
 from pyrunc.oci.cgroups import Cgroup, CgroupError, OOMWatcher, cgroup_for_pid
 from pyrunc.oci.container import Container, ContainerError, CreateConfig, ExecProcess
 from pyrunc.oci.monitor import ProcessMonitor
@@ -42,15 +42,15 @@ from pyrunc.protos import (
     shim_pb2,
     task_types_pb2,
 )
-from pyrunc.shim import mount
+from pyrunc.shim import log, mount
 from pyrunc.shim.errors import describe, quote
 from pyrunc.shim.publisher import Publisher
 from pyrunc.shim.ttrpc import status
 from pyrunc.shim.ttrpc.server import CallContext, Method
 
-log = logging.getLogger("pyrunc.task")
-
 TASK_SERVICES = ("containerd.task.v2.Task", "containerd.task.v3.Task")
+
+oci_log.use(log.emit)  # what oci/ logs goes into the shim's log, at the shim's level
 
 _STATUS = {
     State.CREATED: task_types_pb2.CREATED,
@@ -193,7 +193,7 @@ def _logged(rpc: str, handler: Any) -> Any:
             response: Message = handler(request, ctx)
             return response
         except status.TTRPCError as e:
-            level = logging.INFO if e.code == status.Code.NOT_FOUND else logging.WARNING
+            level = log.INFO if e.code == status.Code.NOT_FOUND else log.WARNING
             log.log(level, "%s: %s (%s)", rpc, e.message, status.code_name(e.code))
             raise
 

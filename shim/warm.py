@@ -325,12 +325,12 @@ def serve(path: str | None = None, idle_exit: float = IDLE_EXIT, modules: Sequen
 def best_effort(what: str, step: Callable[[], T]) -> T | None:
     """Run one of the steps that only make shims cheaper; a failure is logged, not fatal: shims
     forked without it work the same."""
-    import logging
+    from pyrunc.shim import log
 
     try:
         return step()
     except Exception:
-        logging.getLogger("pyrunc.warm").exception("warm parent: %s failed", what)
+        log.exception("warm parent: %s failed", what)
         return None
 
 

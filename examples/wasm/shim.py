@@ -12,7 +12,6 @@ Built on the framework's public API only: api (the hooks), fifo (in the runner),
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
@@ -20,12 +19,11 @@ import time
 from typing import Any
 
 from pyrunc.protos import empty_pb2, events_pb2, shim_pb2, task_types_pb2
-from pyrunc.shim import mount
+from pyrunc.shim import log, mount
 from pyrunc.shim.api import Shim, ShimContext
 from pyrunc.shim.ttrpc import status
 from pyrunc.shim.ttrpc.server import CallContext, Method
 
-log = logging.getLogger("pyrunc.wasm")
 Message = Any  # the generated protobuf classes are untyped
 
 TASK_SERVICES = ("containerd.task.v2.Task", "containerd.task.v3.Task")

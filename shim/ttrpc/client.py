@@ -9,7 +9,6 @@ client does.
 
 from __future__ import annotations
 
-import logging
 import select
 import socket
 import struct
@@ -18,6 +17,7 @@ import time
 
 from google.protobuf.message import DecodeError, Message  # type: ignore[import-untyped, unused-ignore]
 
+from .. import log
 from .protocol import ClientProtocol
 from .status import Code, TTRPCError
 
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
     RespT = TypeVar("RespT", bound=Message)
 
-log = logging.getLogger("pyrunc.ttrpc")
 
 _READ_SIZE = 256 * 1024
 # Most reads are one small frame; a 256 KiB buffer costs a fresh mmap()/munmap() from

@@ -23,7 +23,6 @@ threads still running a handler's own code.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import socket
 import struct
@@ -32,6 +31,7 @@ import time
 
 from google.protobuf.message import DecodeError, Message  # type: ignore[import-untyped, unused-ignore]
 
+from .. import log
 from .protocol import ProtocolReply, ServerProtocol
 from .status import Code, TTRPCError
 
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     # The request is typed Any so handlers may annotate it with their own generated class.
     Handler = Callable[[Any, "CallContext"], Message]
 
-log = logging.getLogger("pyrunc.ttrpc")
 
 NAMESPACE_KEY = "containerd-namespace-ttrpc"
 

@@ -144,23 +144,20 @@ def test_containerds_options_win_field_by_field_over_the_runc_table() -> None:
     assert with_defaults(sent, RuntimeOptions()) is sent
 
 
-def test_log_levels_and_debug(monkeypatch: pytest.MonkeyPatch) -> None:
-    import logging
+def test_log_levels_and_debug() -> None:
+    from pyrunc.shim import log
 
-    from pyrunc.shim import log as shimlog
-
-    root = logging.getLogger()
-    monkeypatch.setattr(root, "handlers", [])
-    level = root.level
     try:
-        shimlog.setup(debug=False, fields={}, level="warn")
-        assert root.level == logging.WARNING
-        shimlog.setup(debug=True, fields={}, level="warn")  # containerd's -debug still wins
-        assert root.level == logging.DEBUG
-        shimlog.setup(debug=False, fields={}, level="trace")
-        assert root.level == 5 and logging.getLevelName(5) == "TRACE"
+        log.setup(debug=False, fields={}, level="warn")
+        assert not log.enabled(log.INFO) and log.enabled(log.WARNING)
+        log.setup(debug=True, fields={}, level="warn")  # containerd's -debug still wins
+        assert log.enabled(log.DEBUG) and not log.enabled(log.TRACE)
+        log.setup(debug=False, fields={}, level="trace")
+        assert log.enabled(log.TRACE)
+        log.setup(debug=True, fields={}, level="trace")  # and does not hide trace
+        assert log.enabled(log.TRACE)
     finally:
-        root.setLevel(level)
+        log.setup(debug=False, fields={})
 
 
 def test_the_command_prints_every_setting_and_its_source(conf: Path) -> None:

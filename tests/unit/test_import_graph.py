@@ -172,7 +172,7 @@ def test_the_framework_imports_nothing_of_oci_or_the_runc_shim() -> None:
 
 
 # The framework's public modules (docs/writing-a-shim.md): what a shim built on it may import.
-PUBLIC = ("api", "cli", "config", "errors", "fifo", "mount", "ttrpc.server", "ttrpc.status")
+PUBLIC = ("api", "cli", "config", "errors", "fifo", "log", "mount", "ttrpc.server", "ttrpc.status")
 
 
 def test_the_example_shims_use_only_the_frameworks_public_modules_and_the_protos() -> None:

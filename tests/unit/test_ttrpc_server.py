@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import logging
 import os
 import socket
 import threading
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 from google.protobuf import empty_pb2, wrappers_pb2
 
+from pyrunc.shim import log
 from pyrunc.shim.ttrpc import (
     CallContext,
     Client,
@@ -239,13 +239,12 @@ def test_handler_error_reaches_the_client_with_its_code_and_message(tmp_path: Pa
 
 
 def test_plain_exception_becomes_unknown_and_is_logged(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, logged: list[tuple[int, str, bool]]
 ) -> None:
     def broken(request: Any, ctx: CallContext) -> Any:
         raise RuntimeError("runc did something odd")
 
-    with caplog.at_level(logging.ERROR, logger="pyrunc.ttrpc"), \
-            serving(new_server(Broken=broken), tmp_path / "s") as client:
+    with serving(new_server(Broken=broken), tmp_path / "s") as client:
         with pytest.raises(TTRPCError) as caught:
             call(client, "Broken")
         assert (caught.value.code, caught.value.message) == (
@@ -253,7 +252,7 @@ def test_plain_exception_becomes_unknown_and_is_logged(
             "runc did something odd",
         )
         assert call(client, "Echo", "still here").value == "still here"
-    assert any(r.name == "pyrunc.ttrpc" and r.exc_info for r in caplog.records)
+    assert any(at == log.ERROR and with_traceback for at, _, with_traceback in logged)
 
 
 def test_undecodable_payload_is_internal(tmp_path: Path) -> None:
@@ -588,28 +587,27 @@ class FlakyListener:
 
 
 def test_accept_failures_back_off_and_serving_goes_on(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, logged: list[tuple[int, str, bool]]
 ) -> None:
     def backoffs() -> list[str]:
-        return [r.getMessage().split("; ")[1].split(":")[0]
-                for r in caplog.records if "failed accept" in r.getMessage()]
+        return [message.split("; ")[1].split(":")[0]
+                for at, message, _ in logged if "failed accept" in message and at >= log.ERROR]
 
     server = new_server()
     flaky = FlakyListener(listen(tmp_path / "s"), failures=3)
-    with caplog.at_level(logging.ERROR, logger="pyrunc.ttrpc"):
-        server.start(flaky)  # type: ignore[arg-type]
-        with Client.connect(str(tmp_path / "s")) as client:
-            assert call(client, "Echo", "through").value == "through"
-        assert backoffs() == ["backoff 0.001s", "backoff 0.002s", "backoff 0.004s"]
-        # Failing for good now (once the accept() under way returns): the pause doubles up
-        # to a second, and close() cuts it short.
-        flaky.failures = 1000
-        Client.connect(str(tmp_path / "s")).close()
-        wait_until(lambda: "backoff 1.000s" in backoffs())
-        begun = time.monotonic()
-        server.close()
-        assert server.wait_closed(WAIT)
-        assert time.monotonic() - begun < 0.5
+    server.start(flaky)  # type: ignore[arg-type]
+    with Client.connect(str(tmp_path / "s")) as client:
+        assert call(client, "Echo", "through").value == "through"
+    assert backoffs() == ["backoff 0.001s", "backoff 0.002s", "backoff 0.004s"]
+    # Failing for good now (once the accept() under way returns): the pause doubles up
+    # to a second, and close() cuts it short.
+    flaky.failures = 1000
+    Client.connect(str(tmp_path / "s")).close()
+    wait_until(lambda: "backoff 1.000s" in backoffs())
+    begun = time.monotonic()
+    server.close()
+    assert server.wait_closed(WAIT)
+    assert time.monotonic() - begun < 0.5
 
 
 def test_peer_with_other_uid_is_refused_before_anything_is_read(
