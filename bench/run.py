@@ -56,6 +56,7 @@ from tests.support import (
     shim_binary,
     unique_id,
 )
+from tests.support.containerd import remove_cached_settings
 
 NAMESPACE = "pyrunc-bench"
 WARMUP_RUNS = 2
@@ -689,6 +690,7 @@ def measure_memory(ctx: Ctx, counts: list[int], ksm_modes: list[bool],
                 progress(f"  memory K={k} grouping = namespace: FAILED: {describe(e)}")
             finally:
                 config.unlink(missing_ok=True)
+                remove_cached_settings(config)
             grouped.append(m)
     finally:
         if before is not None:

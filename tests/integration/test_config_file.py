@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.conftest import IMAGE, unique_id
 from tests.support import Containerd, build_busybox_image
-from tests.support.containerd import warm_parents
+from tests.support.containerd import remove_cached_settings, warm_parents
 from tests.support.names import ALL_SHIMS, PYRUNC_OWN_RUNTIME
 
 RUNTIME = PYRUNC_OWN_RUNTIME
@@ -35,16 +35,6 @@ def ctd(conf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contai
         remove_cached_settings(conf)
         assert found == [], found
 
-
-def remove_cached_settings(conf: Path) -> None:
-    """`start` caches the settings it read from `conf` in /run/pyrunc/config-<hash>, the stat
-    of the file on the first line: a node keeps one such file per configuration path, and these
-    tests' paths are their own."""
-    for cache in Path("/run/pyrunc").glob("config-*"):
-        with cache.open("rb") as f:
-            stamp = f.readline()
-        if stamp.startswith(str(conf).encode() + b"\0"):
-            cache.unlink(missing_ok=True)
 
 
 @pytest.fixture(autouse=True)

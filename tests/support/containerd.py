@@ -172,6 +172,16 @@ def warm_parents(module: bytes = b"pyrunc.shim.warm") -> set[int]:
     return found
 
 
+def remove_cached_settings(config: Path, run_dir: Path = Path("/run/pyrunc")) -> None:
+    """`start` caches what it read from a host configuration file in /run/pyrunc/config-<hash>,
+    the file's path and stat on the first line: a node keeps one such file per path it uses. A
+    test or bench that names a configuration file of its own removes the caches of that path."""
+    for cache in run_dir.glob("config-*"):
+        with contextlib.suppress(OSError), cache.open("rb") as f:
+            if f.readline().startswith(str(config).encode() + b"\0"):
+                cache.unlink()
+
+
 def _binaries(runtime_binary: ShimBinaries) -> tuple[str, ...]:
     return (runtime_binary,) if isinstance(runtime_binary, str) else tuple(runtime_binary)
 
