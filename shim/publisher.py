@@ -60,7 +60,8 @@ class Publisher:
     def __init__(self, address: str, namespace: str) -> None:
         self.address = address.removeprefix("unix://")
         self.namespace = namespace
-        self._queue: collections.deque[forward_pb2.Envelope] = collections.deque()
+        # (envelope, the event's container id, for the log)
+        self._queue: collections.deque[tuple[forward_pb2.Envelope, str]] = collections.deque()
         self._ready = threading.Condition()  # an event queued, or closing
         self._client: Client | None = None
         self._closing = False
@@ -75,7 +76,7 @@ class Publisher:
         """Queue an event; never blocks, never fails."""
         env = envelope(self.namespace, event)
         with self._ready:
-            self._queue.append(env)
+            self._queue.append((env, getattr(event, "container_id", "")))
             self._ready.notify()
 
     @property
@@ -84,23 +85,29 @@ class Publisher:
 
     def _run(self) -> None:
         backoff = 0.0
+        failures = 0  # of the event at the head of the queue
         while True:
             with self._ready:
                 while not self._queue:
                     if self._closing:
                         return
                     self._ready.wait()
-                env = self._queue[0]
+                env, container = self._queue[0]
             try:
                 self._forward(env)
             except (TimeoutError, OSError, ConnectionError, TTRPCError) as e:
                 backoff = min(MAX_BACKOFF, backoff * 2 or 0.1)
-                log.warning("forward %s (retry in %.1fs): %s", env.topic, backoff, describe(e))
+                failures += 1
+                log.warning("forward %s of %s (retry in %.1fs): %s", env.topic, container, backoff,
+                            describe(e))
                 self._drop_client()
                 if self._gone.wait(backoff):
                     return
                 continue
-            backoff = 0.0
+            if failures:  # the warnings said it was late; say that it arrived
+                log.info("forward %s of %s delivered after %d failed attempts", env.topic,
+                         container, failures)
+            backoff, failures = 0.0, 0
             with self._ready:
                 self._queue.popleft()
 
