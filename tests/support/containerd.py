@@ -575,7 +575,14 @@ class Containerd:
         """Whatever state it is in: resume, kill, delete the task, remove the container."""
         self.ctr("task", "resume", container_id, check=False)
         self.ctr("task", "kill", "-s", "SIGKILL", container_id, check=False)
-        self.ctr("task", "delete", container_id, check=False, timeout=30)
+        # Kill answers once the signal is sent; until the exit is reaped, ctr refuses to delete
+        # a task it sees running (and the container then cannot be removed either).
+        deadline = time.monotonic() + 15
+        while True:
+            deleted = self.ctr("task", "delete", container_id, check=False, timeout=30)
+            if b"must be stopped" not in deleted.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         self.ctr("container", "rm", container_id, check=False)
 
     # ---- the census --------------------------------------------------------------------------
